@@ -1,0 +1,43 @@
+# segloc: `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+SEGLOC_DATA ?= $(abspath ../shared/data)
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export SEGLOC_DATA
+
+.PHONY: demo test test-fast bench lint install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first, from the pinned CPU build, so that `torch>=2.3` below installs nothing more
+# (an unpinned torch would pull a multi-GB CUDA build). Override with `make TORCH=... test`.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test,onnx]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/segloc demo --data "$(SEGLOC_DATA)" --out demo-out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/classical.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info src/*.egg-info

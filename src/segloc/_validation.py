@@ -1,0 +1,140 @@
+"""Argument checks shared by every public function.
+
+Errors follow one pattern: the parameter's name, what was expected, what came
+(``image must be 2D or 3D, got shape (3, 4, 5, 6)``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def check_image(
+    image: Any,
+    *,
+    name: str = "image",
+    ndim: Iterable[int] = (2, 3),
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """Return ``image`` as an ndarray after checking its dimensionality and values.
+
+    Raises
+    ------
+    TypeError
+        If ``image`` is not array-like with a numeric or boolean dtype.
+    ValueError
+        If its dimensionality is not in ``ndim``, it is empty, or it holds NaN/inf.
+    """
+    arr = np.asarray(image)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    ):
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    ndim = tuple(ndim)
+    if arr.ndim not in ndim:
+        want = " or ".join(f"{d}D" for d in ndim)
+        raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating) and arr.size and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def check_same_shape(a: np.ndarray, b: np.ndarray, *, names: tuple[str, str] = ("a", "b")) -> None:
+    """Raise ValueError unless ``a`` and ``b`` have the same shape."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, "
+            f"got {np.shape(a)} and {np.shape(b)}"
+        )
+
+
+def check_choice(value: Any, choices: Sequence[Any], *, name: str) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_positive(value: float, *, name: str, strict: bool = True) -> float:
+    """Return ``value`` if it is > 0 (or >= 0 when ``strict`` is False)."""
+    if not np.isscalar(value) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if (value <= 0) if strict else (value < 0):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} 0, got {value}")
+    return value
+
+
+def check_spacing(spacing: Any, ndim: int, *, name: str = "spacing") -> tuple[float, ...]:
+    """Return voxel spacing as a tuple of ``ndim`` positive floats (None means all ones)."""
+    if spacing is None:
+        return (1.0,) * ndim
+    if np.isscalar(spacing):
+        spacing = (float(spacing),) * ndim
+    sp = tuple(float(s) for s in spacing)
+    if len(sp) != ndim:
+        raise ValueError(f"{name} must have {ndim} values for a {ndim}D array, got {len(sp)}")
+    if any(not np.isfinite(s) or s <= 0 for s in sp):
+        raise ValueError(f"{name} values must be positive and finite, got {sp}")
+    return sp
+
+
+def check_connectivity(connectivity: int, ndim: int) -> int:
+    """Accept scikit-image's rank (1..ndim) or the neighbour count (4/8, 6/18/26).
+
+    Returns the scikit-image/SciPy rank: 1 = faces only, ndim = full.
+    """
+    by_count = {2: {4: 1, 8: 2}, 3: {6: 1, 18: 2, 26: 3}}
+    if connectivity in by_count.get(ndim, {}):
+        return by_count[ndim][connectivity]
+    if isinstance(connectivity, (int, np.integer)) and 1 <= connectivity <= ndim:
+        return int(connectivity)
+    allowed = sorted(by_count.get(ndim, {})) + list(range(1, ndim + 1))
+    raise ValueError(f"connectivity must be one of {allowed} for a {ndim}D array, got {connectivity}")
+
+
+def as_float(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as float32 if it fits losslessly enough, float64 for 64-bit inputs."""
+    image = np.asarray(image)
+    if image.dtype in (np.float64, np.int64, np.uint64, np.int32, np.uint32):
+        return image.astype(np.float64, copy=False)
+    return image.astype(np.float32, copy=False)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    Readers never see a half-written file: on error the temporary file is removed and
+    ``path`` keeps whatever it held before. ``suffix`` (default: the target's suffixes)
+    keeps writers that choose a format from the file name happy.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and rename the result onto ``path``."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
