@@ -1,0 +1,374 @@
+"""The ``segloc`` command line.
+
+Points are given as ``x,y[,z]`` = column, row[, slice], as image viewers show them; the Python
+API takes array indices ``(row, col[, slice])``. Exit status: 0 on success, 2 on bad input or
+usage (one line on stderr naming the file), 1 on an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segloc import __version__
+
+COORDS_HELP = (
+    "Coordinates: points are x,y[,z] = column,row[,slice] (what image viewers show); "
+    "the Python API takes array indices (row, col[, slice])."
+)
+
+
+class UsageError(ValueError):
+    """A command-line argument that parses but makes no sense."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_point(text: str) -> tuple[int, ...]:
+    """``"x,y[,z]"`` (column, row[, slice]) -> array index ``(row, col[, slice])``."""
+    try:
+        values = [int(round(float(v))) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"point must be x,y or x,y,z numbers, got {text!r}") from None
+    if len(values) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"point must be x,y or x,y,z, got {text!r}")
+    x, y, *z = values
+    return (y, x, *z)
+
+
+def _output_paths(inputs: Sequence[Path], out: Path | None, default_suffix) -> list[Path]:
+    """One output per input: ``out`` itself for a single input with a suffix, else out/<stem><suffix>."""
+    from segloc.io import case_stem
+
+    if out is None:
+        raise UsageError("-o/--output is required")
+    single_file = len(inputs) == 1 and out.suffix and not out.is_dir()
+    if single_file:
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: with several inputs -o must be a folder")
+    stems = [case_stem(p) for p in inputs]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise UsageError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
+    return [out / f"{s}{default_suffix(p)}" for s, p in zip(stems, inputs, strict=True)]
+
+
+def _mask_suffix(path: Path) -> str:
+    """Masks are written in the input's family: NIfTI/NRRD stay volumes, 2D images become PNG."""
+    from segloc.io import read_image  # noqa: F401  (keeps import errors early and clear)
+
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")) or path.is_dir():
+        return ".nii.gz"
+    if name.endswith(".nrrd"):
+        return ".nrrd"
+    if name.endswith((".tif", ".tiff")):
+        return ".tif"
+    return ".png"
+
+
+def _to_grey(image: np.ndarray, channel: int | None, path: Path) -> np.ndarray:
+    if channel is not None:
+        if image.ndim != 3 or image.shape[-1] > 4:
+            raise UsageError(f"{path}: --channel needs a colour image, got shape {image.shape}")
+        if not 0 <= channel < image.shape[-1]:
+            raise UsageError(f"{path}: --channel must be in 0..{image.shape[-1] - 1}, got {channel}")
+        return image[..., channel]
+    return image
+
+
+def _is_colour(image: np.ndarray, path: Path) -> bool:
+    # (H, W, 3|4) arrays from 2D image files are colour; volumes have many more slices
+    return image.ndim == 3 and image.shape[-1] in (3, 4) and not str(path).lower().endswith(
+        (".nii", ".nii.gz", ".nrrd")
+    ) and not path.is_dir()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from segloc import io, masks, viz
+    from segloc.classical import segment
+
+    inputs = [Path(p) for p in args.images]
+    outs = _output_paths(inputs, Path(args.output) if args.output else None, _mask_suffix)
+    overlays = (
+        _output_paths(inputs, Path(args.overlay), lambda p: "_overlay.png") if args.overlay else None
+    )
+    seeds = args.seeds or None
+    # read and check everything first, so a bad input leaves no partial outputs behind
+    loaded = [io.read_image(p) for p in inputs]
+    for path, (image, _) in zip(inputs, loaded, strict=True):
+        if seeds:
+            for s in seeds:
+                grey_ndim = image.ndim - (1 if _is_colour(image, path) else 0)
+                if len(s) != grey_ndim:
+                    raise UsageError(f"{path}: seed {s} has {len(s)} coordinates for a {grey_ndim}D image")
+    results = []
+    for path, (image, meta) in zip(inputs, loaded, strict=True):
+        image = _to_grey(image, args.channel, path)
+        colour = _is_colour(image, path)
+        if colour and args.method not in ("region-grow", "kmeans"):
+            from skimage.color import rgb2gray
+
+            image = rgb2gray(image[..., :3])
+            colour = False
+        result = segment(
+            image, args.method, seeds=seeds, value=args.value, classes=args.classes,
+            block_size=args.block, local_method=args.local_method, offset=args.offset,
+            low=args.low, high=args.high, tolerance=args.tolerance,
+            connectivity=args.connectivity, multiplier=args.multiplier,
+            iterations=args.iterations, initial_radius=args.radius, k=args.k,
+            color_space=args.color_space, spatial_weight=args.spatial_weight, seed=args.seed,
+            channel_axis=-1 if colour else None,
+        )
+        if args.invert:
+            if result.dtype != np.bool_:
+                raise UsageError("--invert applies to binary methods only")
+            result = ~result
+        if result.dtype == np.bool_:
+            if args.open:
+                result = masks.opening(result, radius=args.open)
+            if args.close:
+                result = masks.closing(result, radius=args.close)
+            if args.fill_holes:
+                result = masks.fill_holes(result)
+            if args.min_size:
+                result = masks.remove_small_objects(result, args.min_size)
+            if args.keep_largest:
+                result = masks.keep_largest(result)
+        results.append((image, meta, result))
+    for i, (image, meta, result) in enumerate(results):
+        io.write_mask(outs[i], result, meta=meta)
+        if overlays:
+            picture = (
+                viz.montage(image, labels=result.astype(np.int32))
+                if result.ndim == 3
+                else viz.overlay_mask(image, result.astype(np.int32))
+            )
+            viz.save_png(overlays[i], picture)
+        values = np.unique(result)
+        print(f"{inputs[i]} -> {outs[i]}  ({result.dtype}, values {values[:10].tolist()})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segloc.evaluate import evaluate_paths
+
+    classes = [int(c) for c in args.report.split(",")] if args.report else None
+    result = evaluate_paths(
+        args.pred, args.truth, num_classes=args.classes, classes=classes,
+        ignore_index=args.ignore_index, truth_suffix=args.truth_suffix, empty=args.empty,
+        surface=not args.no_surface,
+    )
+    cols = [c for c in result.columns]
+    width = max(8, *(len(r["case"]) for r in result.rows))
+    print(f"{'case':<{width}}  " + "  ".join(f"{c:>9}" for c in cols))
+    for row in result.rows:
+        print(f"{row['case']:<{width}}  " + "  ".join(f"{row.get(c, float('nan')):9.4f}" for c in cols))
+    summary = result.summary()
+    for stat in ("mean", "std", "median"):
+        print(f"{stat:<{width}}  " + "  ".join(f"{summary[stat][c]:9.4f}" for c in cols))
+    for name, items in (("prediction", result.unmatched_pred), ("truth", result.unmatched_truth)):
+        if items:
+            print(f"warning: {len(items)} {name} file(s) without a match, e.g. {items[0]}", file=sys.stderr)
+    if args.csv:
+        result.to_csv(args.csv)
+    if args.json:
+        result.to_json(args.json)
+    return 0
+
+
+def cmd_boxes(args: argparse.Namespace) -> int:
+    from segloc import io, masks
+    from segloc._validation import atomic_path
+
+    path = Path(args.mask)
+    labels, meta = io.read_mask(path, kind=args.kind)
+    objects = masks.mask_to_boxes(labels.astype(np.int32), connectivity=args.connectivity)
+    doc = {
+        "image": str(path),
+        "shape": list(labels.shape),
+        "box_format": "xyxy" if labels.ndim == 2 else "xyzxyz",
+        "convention": "half-open pixel edges; x = column, y = row, z = slice",
+        "objects": [
+            {**o, "bbox": masks.box_to_coco(o["box"]) if labels.ndim == 2 else None} for o in objects
+        ],
+    }
+    text = json.dumps(doc, indent=2)
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            tmp.write_text(text)
+        print(f"{len(objects)} objects -> {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from segloc import io
+
+    image, meta = io.read_image(args.file)
+    print(f"file:     {args.file}")
+    print(f"format:   {meta.format}")
+    print(f"shape:    {image.shape}")
+    print(f"dtype:    {image.dtype}")
+    print(f"spacing:  {tuple(round(float(s), 6) for s in meta.spacing)}")
+    if meta.affine is not None:
+        print("affine:   " + np.array2string(np.asarray(meta.affine), precision=4).replace("\n", "\n          "))
+    finite = image[np.isfinite(image)] if np.issubdtype(image.dtype, np.floating) else image
+    print(f"range:    {finite.min() if finite.size else 'n/a'} .. {finite.max() if finite.size else 'n/a'}")
+    values = np.unique(image) if image.size <= 50_000_000 else None
+    if values is not None and values.size <= 32:
+        counts = [int(np.count_nonzero(image == v)) for v in values]
+        print("labels:   " + ", ".join(f"{v}: {c}" for v, c in zip(values.tolist(), counts, strict=True)))
+    elif values is not None:
+        print(f"values:   {values.size} distinct")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from segloc.nn.export import export_checkpoint
+
+    size = tuple(int(s) for s in args.size.split("x")) if args.size else None
+    out = export_checkpoint(args.checkpoint, args.onnx, example_size=size)
+    print(f"{args.checkpoint} -> {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from segloc.demo import run_demo
+
+    run_demo(Path(args.data), Path(args.out))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segloc",
+        description="Localization (boxes) and segmentation (masks) in 2D images and 3D volumes.",
+        epilog=COORDS_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"segloc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "segment", help="classical segmentation of images or volumes",
+        description="Segment images with a classical method and write masks in the input's format "
+        "(PNG for 2D images, NIfTI/NRRD for volumes). " + COORDS_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, NIfTI, NRRD) or DICOM folders")
+    p.add_argument("--method", required=True, choices=[
+        "fixed", "otsu", "li", "yen", "triangle", "multiotsu", "local", "hysteresis",
+        "region-grow", "srg", "confidence", "kmeans"])
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (one input) or folder (several inputs; names keep the input stems)")
+    p.add_argument("--overlay", help="overlay PNG (one input) or folder of overlays")
+    p.add_argument("--channel", type=int, help="use this channel of a colour image (e.g. 1 = FLAIR in LGG)")
+    p.add_argument("--invert", action="store_true", help="objects are darker than the threshold")
+    g = p.add_argument_group("threshold options")
+    g.add_argument("--value", type=float, help="threshold for --method fixed")
+    g.add_argument("--classes", type=int, default=3, help="classes for multiotsu (background included)")
+    g.add_argument("--block", type=int, default=35, help="odd block size for --method local")
+    g.add_argument("--local-method", default="gaussian", choices=["gaussian", "mean"])
+    g.add_argument("--offset", type=float, default=0.0, help="subtracted from the local threshold")
+    g.add_argument("--low", type=float, help="low threshold for hysteresis")
+    g.add_argument("--high", type=float, help="high threshold for hysteresis")
+    g = p.add_argument_group("region growing options")
+    g.add_argument("--seeds", nargs="+", type=parse_point, metavar="X,Y[,Z]",
+                   help="seed points as column,row[,slice]")
+    g.add_argument("--tolerance", type=float, help="max difference to the seed value (region-grow)")
+    g.add_argument("--connectivity", type=int, default=1,
+                   help="1 or 4/8 (2D), 1..3 or 6/18/26 (3D); 1 = faces only")
+    g.add_argument("--multiplier", type=float, default=2.5, help="confidence: mean +/- multiplier*std")
+    g.add_argument("--iterations", type=int, default=2, help="confidence: re-estimations")
+    g.add_argument("--radius", type=int, default=1, help="confidence: initial neighbourhood radius")
+    g = p.add_argument_group("k-means options")
+    g.add_argument("--k", type=int, default=3, help="number of clusters")
+    g.add_argument("--color-space", default="lab", choices=["rgb", "lab"])
+    g.add_argument("--spatial-weight", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0, help="random seed (k-means++ initialisation)")
+    g = p.add_argument_group("post-processing (binary results)")
+    g.add_argument("--open", type=int, default=0, metavar="R", help="opening with radius R")
+    g.add_argument("--close", type=int, default=0, metavar="R", help="closing with radius R")
+    g.add_argument("--fill-holes", action="store_true")
+    g.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this (pixels)")
+    g.add_argument("--keep-largest", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser(
+        "evaluate", help="score predicted masks against ground truth (files or folders)",
+        description="Dice, IoU and HD95 per class and case; folders are matched by file stem, recursively.",
+    )
+    p.add_argument("pred", help="prediction file or folder")
+    p.add_argument("truth", help="ground-truth file or folder")
+    p.add_argument("--classes", type=int, help="number of labels including background (default: inferred)")
+    p.add_argument("--report", help="comma-separated classes to report (default: all foreground)")
+    p.add_argument("--ignore-index", type=int, help="truth label to ignore (CamVid void = 11)")
+    p.add_argument("--truth-suffix", default="", help="suffix of truth stems, e.g. _mask")
+    p.add_argument("--empty", default="nan", choices=["nan", "one", "zero"],
+                   help="score of a class absent from both prediction and truth")
+    p.add_argument("--no-surface", action="store_true", help="skip HD95 (faster)")
+    p.add_argument("--csv", help="write per-case rows and summary to this CSV")
+    p.add_argument("--json", help="write per-case rows and summary to this JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("boxes", help="boxes of the objects in a mask (COCO-style JSON)",
+                       description="One entry per connected object of each class: class, box, area. "
+                       "Boxes are xyxy with half-open pixel edges (x = column).")
+    p.add_argument("mask")
+    p.add_argument("-o", "--output", help="JSON file (default: print)")
+    p.add_argument("--connectivity", type=int, default=1)
+    p.add_argument("--kind", default="auto", choices=["auto", "binary", "labels"])
+    p.set_defaults(func=cmd_boxes)
+
+    p = sub.add_parser("info", help="shape, dtype, spacing, value range and labels of a file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="export a model checkpoint to ONNX")
+    p.add_argument("checkpoint")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--size", help="example input size, e.g. 256x256 (default: the model's minimum)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="run the end-to-end demo on the shared datasets")
+    p.add_argument("--data", default=os.environ.get("SEGLOC_DATA", "../shared/data"))
+    p.add_argument("--out", default="demo-out")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as exc:
+        # user errors: one line, no traceback (the message names the file)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{exc.filename}: {msg}"
+        print(f"segloc {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"segloc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
