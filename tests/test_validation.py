@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from segloc import _validation as v
+
+
+@pytest.mark.parametrize(
+    ("arr", "kwargs", "err", "match"),
+    [
+        (np.zeros((2, 3, 4, 5)), {}, ValueError, r"image must be 2D or 3D, got shape \(2, 3, 4, 5\)"),
+        (np.zeros((0, 3)), {}, ValueError, "must not be empty"),
+        (np.array([[1.0, np.nan]]), {}, ValueError, "NaN or infinite"),
+        (np.array([["a"]]), {}, TypeError, "numeric array"),
+        (np.zeros(3), {"name": "seeds", "ndim": (2,)}, ValueError, "seeds must be 2D"),
+    ],
+)
+def test_check_image_errors(arr, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        v.check_image(arr, **kwargs)
+
+
+def test_check_image_passes_through():
+    a = np.ones((3, 4), np.uint16)
+    assert v.check_image(a) is a
+
+
+@pytest.mark.parametrize(
+    ("conn", "ndim", "rank"),
+    [(4, 2, 1), (8, 2, 2), (1, 2, 1), (2, 2, 2), (6, 3, 1), (18, 3, 2), (26, 3, 3), (3, 3, 3)],
+)
+def test_check_connectivity(conn, ndim, rank):
+    assert v.check_connectivity(conn, ndim) == rank
+
+
+@pytest.mark.parametrize(("conn", "ndim"), [(6, 2), (8, 3), (0, 2), (3, 2), (5, 3)])
+def test_check_connectivity_rejects(conn, ndim):
+    with pytest.raises(ValueError, match="connectivity must be one of"):
+        v.check_connectivity(conn, ndim)
+
+
+def test_check_spacing():
+    assert v.check_spacing(None, 3) == (1.0, 1.0, 1.0)
+    assert v.check_spacing(0.5, 2) == (0.5, 0.5)
+    with pytest.raises(ValueError, match="must have 3 values"):
+        v.check_spacing((1, 1), 3)
+    with pytest.raises(ValueError, match="positive and finite"):
+        v.check_spacing((1, 0, 1), 3)
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), v.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+    with v.atomic_path(target) as tmp:
+        assert tmp.name.endswith(".txt")  # writers that pick the format by suffix still work
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
