@@ -93,9 +93,39 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _lesion_cleanup(mask: np.ndarray) -> np.ndarray:
-    # a lesion is one filled blob: keep the largest dark component, fill it
-    return masks.fill_holes(masks.keep_largest(masks.opening(mask, radius=2)))
+def field_of_view(grey: np.ndarray) -> np.ndarray:
+    """Pixels inside a dermoscope's circular field of view.
+
+    The dark vignette outside the lens is darker than most lesions; it is the dark region
+    (below Otsu) connected to an image corner.
+    """
+    dark = grey < threshold.threshold_otsu(grey)
+    lab, _ = ndi.label(dark)
+    h, w = grey.shape
+    corners = {lab[0, 0], lab[0, w - 1], lab[h - 1, 0], lab[h - 1, w - 1]} - {0}
+    return ~np.isin(lab, list(corners))
+
+
+def _lesion_cleanup(mask: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    # a lesion is one filled blob inside the field of view
+    return masks.fill_holes(masks.keep_largest(masks.opening(mask & fov, radius=2)))
+
+
+def lesion_multiotsu(case: Case) -> np.ndarray:
+    """Darkest of three multi-Otsu classes, thresholds computed inside the field of view."""
+    grey = _grey(case.image)
+    fov = field_of_view(grey)
+    t = threshold.threshold_multiotsu(grey[fov][None], classes=3)
+    return _lesion_cleanup(grey < t[0], fov)
+
+
+def lesion_kmeans(case: Case) -> np.ndarray:
+    """Darker of two Lab k-means clusters (lesion vs skin) fitted inside the field of view."""
+    fov = field_of_view(_grey(case.image))
+    fit = clustering.kmeans_color(case.image[fov][None], 2, color_space="lab", seed=0)
+    labels = np.full(fov.shape, -1, np.int32)
+    labels[fov] = fit.labels[0]
+    return _lesion_cleanup(labels == 0, fov)
 
 
 METHODS: dict[str, Callable[[Case], np.ndarray]] = {
@@ -106,13 +136,8 @@ METHODS: dict[str, Callable[[Case], np.ndarray]] = {
             c.image, [interior_seed(c.truth)], multiplier=2.5, iterations=2, initial_radius=1
         )
     ),
-    "multiotsu": lambda c: _lesion_cleanup(
-        threshold.apply_thresholds(_grey(c.image), threshold.threshold_multiotsu(_grey(c.image), classes=3))
-        == 0
-    ),
-    "kmeans-lab": lambda c: _lesion_cleanup(
-        clustering.kmeans_color(c.image, 3, color_space="lab", seed=0).labels == 0
-    ),
+    "multiotsu": lesion_multiotsu,
+    "kmeans-lab": lesion_kmeans,
 }
 
 
