@@ -220,7 +220,18 @@ def _blocky(rng, shape, dtype, levels=4):
 
 @pytest.mark.parametrize(
     ("shape", "connectivity"),
-    [((40, 37), 1), ((40, 37), 2), ((14, 15, 13), 1), ((14, 15, 13), 2), ((14, 15, 13), 3)],
+    [
+        ((40, 37), 1),
+        ((40, 37), 2),
+        ((14, 15, 13), 1),
+        ((14, 15, 13), 2),
+        ((14, 15, 13), 3),
+        # thin shapes: no interior pixel, or a single slice whose "interior" must not count
+        ((2, 40), 2),
+        ((1, 40), 1),
+        ((19, 17, 1), 3),
+        ((1, 19, 17), 3),
+    ],
 )
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
 def test_region_grow_single_seed_matches_flood(shape, connectivity, dtype):

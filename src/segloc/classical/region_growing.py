@@ -124,22 +124,24 @@ def _numeric(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _offsets(ndim: int, rank: int) -> np.ndarray:
-    """``(K, 3)`` int64 neighbour steps for the given connectivity rank, padded to 3 axes.
+def _grid(shape: tuple[int, ...], rank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the kernels need to step between neighbours of a C-order image of ``shape``.
 
-    The order (itertools.product over -1, 0, 1) fixes the visiting order and so every
+    Returns ``geo = (n0, n1, n2, deep)`` (a 2D image is ``(rows, cols, 1)``), the ``(K, 3)``
+    neighbour steps of the connectivity ``rank`` and the same steps as flat-index offsets.
+    The step order (itertools.product over -1, 0, 1) fixes the visiting order and so every
     breadth-first tie-break below.
     """
+    ndim = len(shape)
+    n0, n1, n2 = shape[0], shape[1], shape[2] if ndim == 3 else 1
     steps = [
         d + (0,) * (3 - ndim)
         for d in itertools.product((-1, 0, 1), repeat=ndim)
         if 0 < sum(abs(v) for v in d) <= rank
     ]
-    return np.array(steps, dtype=np.int64)
-
-
-def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    return (shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
+    offs = np.array(steps, dtype=np.int64)
+    flat = (offs[:, 0] * n1 + offs[:, 1]) * n2 + offs[:, 2]
+    return np.array([n0, n1, n2, ndim == 3], dtype=np.int64), offs, flat
 
 
 def _flat_seeds(seeds: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -160,25 +162,35 @@ def _queue(n: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, inline="always")
-def _coords(p, n1, n2):
-    """(row, col, slice) of flat pixel ``p``; computed once per pixel, not per neighbour."""
+def _locate(p, geo):
+    """(row, col, slice, interior) of flat pixel ``p``, once per pixel, not per neighbour.
+
+    ``geo`` is ``(n0, n1, n2, deep)``; an interior pixel (off every border face; the slice
+    axis counts only when ``deep``, i.e. for 3D images) has all its neighbours in the image.
+    """
+    n0, n1, n2 = geo[0], geo[1], geo[2]
     t = p // n2
-    return t // n1, t % n1, p % n2
+    i, j, k = t // n1, t % n1, p % n2
+    inside = 0 < i < n0 - 1 and 0 < j < n1 - 1 and (geo[3] == 0 or 0 < k < n2 - 1)
+    return i, j, k, inside
 
 
 @numba.njit(cache=True, inline="always")
-def _step(i, j, k, o, offs, n0, n1, n2):
-    """Flat index of neighbour ``o`` of pixel (i, j, k), or -1 outside the image."""
+def _neighbour(p, i, j, k, inside, o, offs, flat, geo):
+    """Flat index of neighbour ``o`` of pixel ``p`` = (i, j, k), or -1 outside the image."""
+    if inside:
+        # most pixels: one addition, no bounds checks
+        return p + flat[o]
     ii = i + offs[o, 0]
     jj = j + offs[o, 1]
     kk = k + offs[o, 2]
-    if ii < 0 or ii >= n0 or jj < 0 or jj >= n1 or kk < 0 or kk >= n2:
+    if ii < 0 or ii >= geo[0] or jj < 0 or jj >= geo[1] or kk < 0 or kk >= geo[2]:
         return -1
-    return (ii * n1 + jj) * n2 + kk
+    return (ii * geo[1] + jj) * geo[2] + kk
 
 
 @numba.njit(cache=True)
-def _grow_tolerance(img, n0, n1, n2, offs, seeds, tol, use_mean, labels, queue):
+def _grow_tolerance(img, geo, offs, flat, seeds, tol, use_mean, labels, queue):
     """Breadth-first growing from all seeds at once; ``img`` is ``(n, channels)``."""
     ns = seeds.size
     nc = img.shape[1]
@@ -201,9 +213,9 @@ def _grow_tolerance(img, n0, n1, n2, offs, seeds, tol, use_mean, labels, queue):
         p = queue[head]
         head += 1
         lab = labels[p]
-        i, j, k = _coords(p, n1, n2)
+        i, j, k, inside = _locate(p, geo)
         for o in range(n_off):
-            q = _step(i, j, k, o, offs, n0, n1, n2)
+            q = _neighbour(p, i, j, k, inside, o, offs, flat, geo)
             if q < 0 or labels[q] != 0:
                 continue
             if nc == 1:
@@ -278,7 +290,7 @@ def _heap_pop(key, cnt, pix, size):
 
 
 @numba.njit(cache=True)
-def _nearest_region(p, img, labels, sums, counts, ns, offs, n0, n1, n2):
+def _nearest_region(p, img, labels, sums, counts, ns, geo, offs, flat):
     """(label, delta, number of distinct labels) over the regions next to pixel ``p``.
 
     delta = |g(p) - mean(A_i)| is minimised over the neighbouring regions A_i; equal deltas go
@@ -289,9 +301,9 @@ def _nearest_region(p, img, labels, sums, counts, ns, offs, n0, n1, n2):
     best_d = np.inf
     first = 0
     distinct = 0
-    i, j, k = _coords(p, n1, n2)
+    i, j, k, inside = _locate(p, geo)
     for o in range(offs.shape[0]):
-        q = _step(i, j, k, o, offs, n0, n1, n2)
+        q = _neighbour(p, i, j, k, inside, o, offs, flat, geo)
         if q < 0:
             continue
         lab = labels[q]
@@ -310,7 +322,7 @@ def _nearest_region(p, img, labels, sums, counts, ns, offs, n0, n1, n2):
 
 
 @numba.njit(cache=True)
-def _seeded_region_growing(img, n0, n1, n2, offs, seeds, mark, labels, key, cnt, pix):
+def _seeded_region_growing(img, geo, offs, flat, seeds, mark, labels, key, cnt, pix):
     """Adams & Bischof's sequentially sorted list as a binary heap keyed by (delta, counter).
 
     ``labels`` holds 0 (unassigned), -1 (in the list), 1..ns (regions) or ns + 1 (boundary).
@@ -329,35 +341,35 @@ def _seeded_region_growing(img, n0, n1, n2, offs, seeds, mark, labels, key, cnt,
     # gets the delta of the nearer seed mean whatever the seed order
     for s in range(ns):
         p = seeds[s]
-        i, j, k = _coords(p, n1, n2)
+        i, j, k, inside = _locate(p, geo)
         for o in range(n_off):
-            q = _step(i, j, k, o, offs, n0, n1, n2)
+            q = _neighbour(p, i, j, k, inside, o, offs, flat, geo)
             if q >= 0 and labels[q] == 0:
-                _, d, _ = _nearest_region(q, img, labels, sums, counts, ns, offs, n0, n1, n2)
+                _, d, _ = _nearest_region(q, img, labels, sums, counts, ns, geo, offs, flat)
                 labels[q] = -1
                 size = _heap_push(key, cnt, pix, size, d, counter, q)
                 counter += 1
     while size > 0:
         p, size = _heap_pop(key, cnt, pix, size)
-        lab, _, distinct = _nearest_region(p, img, labels, sums, counts, ns, offs, n0, n1, n2)
+        lab, _, distinct = _nearest_region(p, img, labels, sums, counts, ns, geo, offs, flat)
         if mark and distinct > 1:
             labels[p] = ns + 1
             continue
         labels[p] = lab
         sums[lab] += np.float64(img[p])
         counts[lab] += 1
-        i, j, k = _coords(p, n1, n2)
+        i, j, k, inside = _locate(p, geo)
         for o in range(n_off):
-            q = _step(i, j, k, o, offs, n0, n1, n2)
+            q = _neighbour(p, i, j, k, inside, o, offs, flat, geo)
             if q >= 0 and labels[q] == 0:
-                _, d, _ = _nearest_region(q, img, labels, sums, counts, ns, offs, n0, n1, n2)
+                _, d, _ = _nearest_region(q, img, labels, sums, counts, ns, geo, offs, flat)
                 labels[q] = -1
                 size = _heap_push(key, cnt, pix, size, d, counter, q)
                 counter += 1
 
 
 @numba.njit(cache=True)
-def _fill_between(img, n0, n1, n2, offs, seeds, lo, hi, mask, queue):
+def _fill_between(img, geo, offs, flat, seeds, lo, hi, mask, queue):
     """Flood ``mask`` (zeroed first) from the seeds over pixels with lo <= value <= hi.
 
     Returns (count, sum, sum of squares) of the filled values, in float64, so the next
@@ -382,9 +394,9 @@ def _fill_between(img, n0, n1, n2, offs, seeds, lo, hi, mask, queue):
     while head < tail:
         p = queue[head]
         head += 1
-        i, j, k = _coords(p, n1, n2)
+        i, j, k, inside = _locate(p, geo)
         for o in range(n_off):
-            q = _step(i, j, k, o, offs, n0, n1, n2)
+            q = _neighbour(p, i, j, k, inside, o, offs, flat, geo)
             if q < 0 or mask[q] != 0:
                 continue
             v = img[q]
@@ -502,7 +514,7 @@ def region_grow(
     )
     labels = np.zeros(pixels.shape[0], dtype=np.int32)
     _grow_tolerance(
-        pixels, *_shape3(spatial), _offsets(ndim, rank), _flat_seeds(pts, spatial),
+        pixels, *_grid(spatial, rank), _flat_seeds(pts, spatial),
         float(tolerance), reference == "mean", labels, _queue(labels.size),
     )  # fmt: skip
     return labels.reshape(spatial)
@@ -578,9 +590,8 @@ def seeded_region_growing(
     n = arr.size
     labels = np.zeros(n, dtype=np.int32)
     _seeded_region_growing(
-        arr.reshape(-1), *_shape3(arr.shape), _offsets(arr.ndim, rank),
-        _flat_seeds(pts, arr.shape), bool(mark_boundaries), labels,
-        np.empty(n), np.empty(n, dtype=np.int64), _queue(n),
+        arr.reshape(-1), *_grid(arr.shape, rank), _flat_seeds(pts, arr.shape),
+        bool(mark_boundaries), labels, np.empty(n), np.empty(n, dtype=np.int64), _queue(n),
     )  # fmt: skip
     return labels.reshape(arr.shape)
 
@@ -730,13 +741,12 @@ def confidence_connected(
     variance = max(variance, 0.0)  # a box of equal values can round below zero
 
     flat = arr.reshape(-1)
-    shape3 = _shape3(arr.shape)
-    offs = _offsets(arr.ndim, rank)
+    grid = _grid(arr.shape, rank)
     flat_seeds = _flat_seeds(pts, arr.shape)
     mask = np.empty(flat.size, dtype=np.uint8)
     queue = _queue(flat.size)
     lo, hi = _itk_bounds(mean, variance, multiplier, seed_lo, seed_hi, arr.dtype)
-    count, s1, s2 = _fill_between(flat, *shape3, offs, flat_seeds, lo, hi, mask, queue)
+    count, s1, s2 = _fill_between(flat, *grid, flat_seeds, lo, hi, mask, queue)
     for _ in range(iterations):
         if count < 2:
             break
@@ -745,5 +755,5 @@ def confidence_connected(
         if abs(variance) <= 0.1 * np.finfo(np.float64).eps or variance < 0:
             break
         lo, hi = _itk_bounds(mean, variance, multiplier, seed_lo, seed_hi, arr.dtype)
-        count, s1, s2 = _fill_between(flat, *shape3, offs, flat_seeds, lo, hi, mask, queue)
+        count, s1, s2 = _fill_between(flat, *grid, flat_seeds, lo, hi, mask, queue)
     return mask.view(bool).reshape(arr.shape)
