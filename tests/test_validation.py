@@ -60,3 +60,16 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         tmp.write_text("new")
     assert target.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+@pytest.mark.parametrize("bad", ["1", True, None, [1]])
+def test_check_positive_rejects_non_numbers(bad):
+    with pytest.raises(TypeError, match="tol must be a number"):
+        v.check_positive(bad, name="tol")
+
+
+def test_check_positive_bounds():
+    assert v.check_positive(np.float32(2.0), name="x") == 2.0
+    assert v.check_positive(0, name="x", strict=False) == 0
+    with pytest.raises(ValueError, match="x must be > 0, got 0"):
+        v.check_positive(0, name="x")

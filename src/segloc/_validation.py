@@ -6,6 +6,7 @@ Errors follow one pattern: the parameter's name, what was expected, what came
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -66,7 +67,7 @@ def check_choice(value: Any, choices: Sequence[Any], *, name: str) -> Any:
 
 def check_positive(value: float, *, name: str, strict: bool = True) -> float:
     """Return ``value`` if it is > 0 (or >= 0 when ``strict`` is False)."""
-    if not np.isscalar(value) or isinstance(value, bool):
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if (value <= 0) if strict else (value < 0):
         op = ">" if strict else ">="
