@@ -351,6 +351,7 @@ def test_empty_inputs(kind):
     assert tuple(B.box_iou(e, one).shape) == (0, 1)
     assert tuple(B.generalized_box_iou(one, e).shape) == (1, 0)
     assert B.nms([], [], 0.5).dtype == np.int64
+    assert B.convert([], "xyzxyz", "cxcyczwhd").shape == (0, 6)
 
 
 @pytest.mark.parametrize(

@@ -210,6 +210,8 @@ def convert(boxes: Any, in_fmt: str, out_fmt: str) -> Any:
             f"out_fmt must be a {d_in}D format like in_fmt={in_fmt!r}, got {out_fmt!r}"
         )
     b, torch = _as_boxes(boxes)
+    if b.shape[0] == 0:  # [] is read as (0, 4); a 3D format wants (0, 6)
+        b = b.reshape(0, 2 * d_in)
     if b.shape[1] != 2 * d_in:
         raise ValueError(
             f"boxes must have shape (N, {2 * d_in}) for {in_fmt!r}, got {tuple(b.shape)}"
