@@ -294,3 +294,12 @@ def test_augmenter_flip_probability():
 def test_bad_arguments(call, error):
     with pytest.raises(error):
         call()
+
+
+def test_docstring_examples():
+    import doctest
+
+    from segloc.engine import augment
+
+    result = doctest.testmod(augment, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0

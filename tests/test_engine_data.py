@@ -547,3 +547,12 @@ def test_dataset_rejects_empty_cases():
     with pytest.raises(ValueError, match="cases"):
         SegmentationDataset([])
     assert CaseFiles("a", Path("a.png"), Path("b.png")).name == "a"
+
+
+def test_docstring_examples():
+    import doctest
+
+    from segloc.engine import data
+
+    result = doctest.testmod(data, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 8 and result.failed == 0
