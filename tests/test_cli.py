@@ -218,3 +218,22 @@ def test_classical_modules_do_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dataset_check_reports_and_fails_on_problems(blobs, tmp_path, capsys):
+    path, tpath = blobs
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "images" / "a.png").write_bytes(path.read_bytes())
+    (root / "labels" / "a.png").write_bytes(tpath.read_bytes())
+    assert main(["dataset", "check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "cases: 1" in out and "OK" in out
+    (root / "images" / "orphan.png").write_bytes(path.read_bytes())
+    assert main(["dataset", "check", str(root)]) == 2
+    assert "orphan" in capsys.readouterr().out
+
+
+def test_dataset_check_missing_folder(tmp_path, capsys):
+    _run_bad(["dataset", "check", str(tmp_path / "nothing")], capsys, must_name="nothing")

@@ -245,6 +245,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_check(args: argparse.Namespace) -> int:
+    from segloc.engine.data import check_dataset
+
+    report = check_dataset(
+        args.dir, image_dir=args.images, label_dir=args.labels, label_suffix=args.label_suffix
+    )
+    print(report.format(limit=args.limit))
+    # a dataset with problems is bad input: say so with the exit status too
+    return 0 if report.ok else 2
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from segloc.demo import run_demo
 
@@ -344,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--size", help="example input size, e.g. 256x256 (default: the model's minimum)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("dataset", help="inspect a dataset folder (images/ + labels/ or masks/)")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("check", help="unmatched files, shapes, spacings, label values, class balance")
+    q.add_argument("dir")
+    q.add_argument("--images", help="image folder inside DIR (default: images)")
+    q.add_argument("--labels", help="label folder inside DIR (default: labels or masks)")
+    q.add_argument("--label-suffix", help="suffix of label names, e.g. _mask (default: detected)")
+    q.add_argument("--limit", type=int, default=10, help="list at most this many items per section")
+    q.set_defaults(func=cmd_dataset_check)
 
     p = sub.add_parser("demo", help="run the end-to-end demo on the shared datasets")
     p.add_argument("--data", default=os.environ.get("SEGLOC_DATA", "../shared/data"))
