@@ -159,6 +159,22 @@ def test_check_dataset_isbi_class_balance():
     assert report.class_fraction[1] == pytest.approx(0.78, abs=0.02)
 
 
+@pytest.mark.slow
+def test_check_dataset_hippocampus_float_labels_and_many_shapes():
+    import nibabel as nib
+
+    root = need("hippocampus")
+    report = check_dataset(root)
+    assert report.ok and report.n_cases == 200 and report.label_values == [0, 1, 2]
+    counts = np.zeros(3, np.int64)
+    for path in sorted((root / "labels").glob("*.nii.gz")):
+        counts += np.bincount(np.asarray(nib.load(path).dataobj).astype(int).ravel(), minlength=3)
+    assert report.class_voxels == {0: counts[0], 1: counts[1], 2: counts[2]}
+    assert sum(report.shapes.values()) == 200 and report.spacings == {(1.0, 1.0, 1.0): 200}
+    line = next(t for t in report.format().splitlines() if t.startswith("shapes:"))
+    assert "distinct" in line and len(line) < 200
+
+
 # --------------------------------------------------------------------------- splits
 
 

@@ -335,10 +335,17 @@ class DatasetReport:
         """A human-readable summary, listing at most ``limit`` files per problem kind."""
 
         def counts(d: Mapping) -> str:
-            return ", ".join(
-                f"{'x'.join(str(v) for v in k) if isinstance(k, tuple) else k}: {n}"
-                for k, n in sorted(d.items(), key=lambda kv: -kv[1])
-            )
+            def name(k: Any) -> str:
+                return "x".join(f"{v:g}" for v in k) if isinstance(k, tuple) else str(k)
+
+            common = sorted(d.items(), key=lambda kv: -kv[1])
+            if len(d) <= limit:
+                return ", ".join(f"{name(k)}: {n}" for k, n in common)
+            text = ", ".join(f"{name(k)}: {n}" for k, n in common[:3])
+            # many sizes (3D scans): give the range per axis, then the commonest
+            keys = [k for k in d if isinstance(k, tuple)]
+            ranges = " x ".join(f"{min(v):g}..{max(v):g}" for v in zip(*keys, strict=True))
+            return f"{len(d)} distinct, {ranges}; commonest {text}, ..."
 
         def listing(title: str, items: Sequence[Any]) -> list[str]:
             if not items:
