@@ -140,6 +140,19 @@ def test_elastic_field_passes_through_the_coarse_displacements(shape):
             np.testing.assert_allclose(field[axis][nodes], coarse[axis], atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "shape, grid", [((65, 49), 3), ((12, 20, 9), 3), ((30, 31), 5), ((1, 6), 3)]
+)
+def test_elastic_field_equals_a_cubic_spline_zoom(shape, grid):
+    from scipy import ndimage as ndi
+
+    field = elastic_field(shape, grid=grid, sigma=10.0, rng=np.random.default_rng(2))
+    coarse = np.random.default_rng(2).normal(0.0, 10.0, size=(len(shape),) + (grid,) * len(shape))
+    zoom = [n / grid for n in shape]
+    expected = [ndi.zoom(c, zoom, order=3, mode="mirror", grid_mode=False) for c in coarse]
+    np.testing.assert_allclose(field, np.stack(expected), atol=1e-4)
+
+
 def test_elastic_field_std_is_sigma_at_nodes_and_smooth_between():
     rng = np.random.default_rng(0)
     fields = np.stack([elastic_field((65, 65), sigma=10.0, rng=rng) for _ in range(300)])

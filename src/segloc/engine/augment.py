@@ -289,10 +289,25 @@ def elastic_field(
     check_positive(sigma, name="sigma", strict=False)
     rng = _check_rng(rng)
     coarse = rng.normal(0.0, sigma, size=(len(shape),) + (grid,) * len(shape))
-    # grid_mode=False puts the first and last grid points on the first and last pixels
-    zoom = [s / grid for s in shape]
-    field = np.stack([ndi.zoom(c, zoom, order=3, mode="mirror", grid_mode=False) for c in coarse])
+    # Cubic-spline zoom is linear and separable (per-axis prefilter, tensor-product
+    # kernel), so it is one small (n, grid) matrix per axis; applying them in turn costs
+    # far less than ndimage.zoom's 4**ndim-term kernel at every output pixel.
+    field = coarse
+    for axis, n in enumerate(shape):
+        weights = _spline_upsampling_matrix(grid, n)  # (n, grid)
+        field = np.moveaxis(np.tensordot(field, weights, axes=([axis + 1], [1])), -1, axis + 1)
     return field.astype(np.float32)
+
+
+def _spline_upsampling_matrix(grid: int, n: int) -> np.ndarray:
+    """(n, grid) matrix of ``ndimage.zoom(values, n / grid, order=3)`` along one axis.
+
+    ``grid_mode=False`` puts the first and last grid points on the first and last pixels.
+    """
+    eye = np.eye(grid)
+    return np.stack(
+        [ndi.zoom(e, n / grid, order=3, mode="mirror", grid_mode=False) for e in eye], axis=1
+    )
 
 
 def elastic_deform(
