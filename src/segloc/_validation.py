@@ -65,6 +65,15 @@ def check_choice(value: Any, choices: Sequence[Any], *, name: str) -> Any:
     return value
 
 
+def check_int(value: Any, *, name: str, minimum: int | None = None) -> int:
+    """Return ``value`` as an int if it is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
 def check_positive(value: float, *, name: str, strict: bool = True) -> float:
     """Return ``value`` if it is > 0 (or >= 0 when ``strict`` is False)."""
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
@@ -100,7 +109,9 @@ def check_connectivity(connectivity: int, ndim: int) -> int:
     if isinstance(connectivity, (int, np.integer)) and 1 <= connectivity <= ndim:
         return int(connectivity)
     allowed = sorted(by_count.get(ndim, {})) + list(range(1, ndim + 1))
-    raise ValueError(f"connectivity must be one of {allowed} for a {ndim}D array, got {connectivity}")
+    raise ValueError(
+        f"connectivity must be one of {allowed} for a {ndim}D array, got {connectivity}"
+    )
 
 
 def as_float(image: np.ndarray) -> np.ndarray:

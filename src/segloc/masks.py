@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from segloc._validation import check_connectivity, check_image
+from segloc._validation import check_connectivity, check_image, check_int
 
 __all__ = [
     "to_bool",
@@ -60,13 +60,6 @@ _INT32_MAX = np.iinfo(np.int32).max
 # --------------------------------------------------------------------------- private checks
 
 
-def _check_int(value: Any, *, name: str, minimum: int) -> int:
-    """Return ``value`` as int if it is an integer >= ``minimum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
 
 
 def _values_preview(values: np.ndarray, limit: int = 10) -> str:
@@ -212,12 +205,12 @@ def label_to_onehot(
            [0, 0, 0],
            [0, 1, 0]])
     """
-    num_classes = _check_int(num_classes, name="num_classes", minimum=1)
+    num_classes = check_int(num_classes, name="num_classes", minimum=1)
     arr = check_image(labels, name="labels", ndim=_ANY_NDIM, allow_empty=True)
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise TypeError(f"labels must be an integer array, got dtype {arr.dtype}")
     if ignore_index is not None:
-        ignore_index = _check_int(ignore_index, name="ignore_index", minimum=-(2**63))
+        ignore_index = check_int(ignore_index, name="ignore_index", minimum=-(2**63))
     ignored = (arr == ignore_index) if ignore_index is not None else np.zeros(arr.shape, bool)
     bad = ~ignored & ((arr < 0) | (arr >= num_classes))
     if bad.any():
@@ -442,7 +435,7 @@ def remove_small_objects(mask: Any, min_size: int, *, connectivity: int = 1) -> 
     array([[ True,  True, False, False]])
     """
     arr = check_image(mask, name="mask", ndim=(2, 3), allow_empty=True)
-    min_size = _check_int(min_size, name="min_size", minimum=0)
+    min_size = check_int(min_size, name="min_size", minimum=0)
     if arr.dtype == np.bool_:
         comp, _ = _label(arr, connectivity)
         sizes = np.bincount(comp.ravel())
@@ -527,7 +520,7 @@ def keep_largest(mask: Any, *, connectivity: int = 1) -> np.ndarray:
 def _footprint(ndim: int, radius: Any) -> np.ndarray:
     from skimage.morphology import ball, disk
 
-    radius = _check_int(radius, name="radius", minimum=1)
+    radius = check_int(radius, name="radius", minimum=1)
     return (disk if ndim == 2 else ball)(radius).astype(bool)
 
 
@@ -1201,7 +1194,7 @@ def masks_to_coco_annotations(
     [1.0, 1.0, 2.0, 1.0]
     """
     arr = _labels(instances, name="instances", ndim=(2,))
-    start_id = _check_int(start_id, name="start_id", minimum=1)
+    start_id = check_int(start_id, name="start_id", minimum=1)
     ids, boxes = instance_boxes(arr)
     if class_of is not None:
         missing = [int(i) for i in ids if int(i) not in class_of]

@@ -19,7 +19,13 @@ from typing import Any
 import numba
 import numpy as np
 
-from segloc._validation import check_choice, check_image, check_positive, check_same_shape
+from segloc._validation import (
+    check_choice,
+    check_image,
+    check_int,
+    check_positive,
+    check_same_shape,
+)
 
 __all__ = ["KMeansResult", "kmeans_1d", "kmeans_intensity", "kmeans_color", "segment_kmeans"]
 
@@ -73,12 +79,6 @@ def _check_k_distinct(k: int, n_distinct: int, what: str = "values") -> None:
         raise ValueError(f"k must be <= the number of distinct {what} ({n_distinct}), got {k}")
 
 
-def _check_int(value: Any, *, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,7 +379,7 @@ def kmeans_intensity(
     image = check_image(image, ndim=(2, 3))
     k = _check_k(k)
     if nbins is not None:
-        nbins = _check_int(nbins, name="nbins", minimum=2)
+        nbins = check_int(nbins, name="nbins", minimum=2)
     if image.ndim == 3 and image.shape[-1] in (3, 4):
         warnings.warn(
             f"image of shape {image.shape} looks like a colour image; kmeans_intensity treats "
@@ -674,12 +674,12 @@ def kmeans_color(
     spatial_weight = float(check_positive(spatial_weight, name="spatial_weight", strict=False))
     if not np.isfinite(spatial_weight):
         raise ValueError(f"spatial_weight must be finite, got {spatial_weight}")
-    seed = _check_int(seed, name="seed", minimum=0)
-    n_init = _check_int(n_init, name="n_init", minimum=1)
-    max_iter = _check_int(max_iter, name="max_iter", minimum=1)
+    seed = check_int(seed, name="seed", minimum=0)
+    n_init = check_int(n_init, name="n_init", minimum=1)
+    max_iter = check_int(max_iter, name="max_iter", minimum=1)
     tol = float(check_positive(tol, name="tol", strict=False))
     if sample is not None:
-        sample = _check_int(sample, name="sample", minimum=k)
+        sample = check_int(sample, name="sample", minimum=k)
 
     rows, cols = image.shape[:2]
     X = _color_features(image, color_space, spatial_weight)

@@ -28,7 +28,13 @@ from typing import Any
 import numba
 import numpy as np
 
-from segloc._validation import check_choice, check_connectivity, check_image, check_positive
+from segloc._validation import (
+    check_choice,
+    check_connectivity,
+    check_image,
+    check_int,
+    check_positive,
+)
 
 __all__ = ["region_grow", "seeded_region_growing", "confidence_connected"]
 
@@ -107,12 +113,6 @@ def _check_nonnegative(value: Any, *, name: str) -> float:
     return float(check_positive(value, name=name, strict=False))
 
 
-def _check_int(value: Any, *, name: str, minimum: int) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _numeric(arr: np.ndarray) -> np.ndarray:
@@ -705,8 +705,8 @@ def confidence_connected(
            [1, 1, 1, 1, 0, 0, 0]])
     """
     multiplier = _check_nonnegative(multiplier, name="multiplier")
-    iterations = _check_int(iterations, name="iterations", minimum=0)
-    radius = _check_int(initial_radius, name="initial_radius", minimum=0)
+    iterations = check_int(iterations, name="iterations", minimum=0)
+    radius = check_int(initial_radius, name="initial_radius", minimum=0)
     arr = _numeric(check_image(image))
     rank = check_connectivity(connectivity, arr.ndim)
     pts = _check_seeds(
