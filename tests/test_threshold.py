@@ -135,10 +135,19 @@ def _load_nifti(path: Path) -> np.ndarray:
 # histograms
 
 
+@pytest.fixture(params=["one chunk", "threads"])
+def chunking(request, monkeypatch):
+    """Real images use one chunk below 2**20 pixels; force small chunks on 3 threads too."""
+    if request.param == "threads":
+        monkeypatch.setattr(th, "_MIN_CHUNK", 5)
+        monkeypatch.setattr(th, "_n_threads", lambda: 3)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
 @pytest.mark.parametrize("size", [1, 7, 8, 9, 31, 1000, 70001])
 @pytest.mark.parametrize("start", [0, 1, 3])  # unaligned starts exercise the head pixels
-def test_small_int_histogram_equals_bincount(dtype, size, start):
+def test_small_int_histogram_equals_bincount(dtype, size, start, chunking):
     info = np.iinfo(dtype)
     rng = np.random.default_rng(size)
     base = rng.integers(info.min, info.max, size + start, endpoint=True, dtype=dtype)
@@ -151,7 +160,7 @@ def test_small_int_histogram_equals_bincount(dtype, size, start):
 
 
 @pytest.mark.parametrize("dtype", ["int32", "uint32", "int64", "uint64"])
-def test_wide_int_histogram_equals_bincount(dtype):
+def test_wide_int_histogram_equals_bincount(dtype, chunking):
     rng = np.random.default_rng(3)
     # near the top of unsigned types (uint64 beyond int64), negative for signed ones
     lo = np.iinfo(dtype).max - 5000 if dtype.startswith("u") else -(2**30)
@@ -215,7 +224,8 @@ def test_otsu_uint8_equals_skimage_exactly(seed):
 
 def test_otsu_large_uint8_equals_skimage_and_opencv():
     cv2 = pytest.importorskip("cv2")
-    image = make_image("uint8", (1024, 1024), 7)
+    # 2**21 pixels: two chunks of the real (unpatched) chunking when there are 2+ threads
+    image = make_image("uint8", (2048, 1024), 7)
     t = th.threshold_otsu(image)
     assert t == skf.threshold_otsu(image)
     assert t == cv2.threshold(image, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0]
@@ -578,6 +588,30 @@ def test_apply_thresholds_is_digitize_int32():
     )
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint32", "int64", "uint64"])
+def test_integer_comparison_in_own_dtype_equals_float_comparison(dtype):
+    info = np.iinfo(dtype)
+    image = np.array(
+        [[info.min, info.min + 1, 0 if info.min < 0 else 5, info.max - 1, info.max]], dtype=dtype
+    )
+    for t in (
+        info.min - 0.5,
+        float(info.min),
+        info.min + 0.5,
+        -1.5,
+        0.0,
+        4.99,
+        5.0,
+        5.5,
+        float(info.max) - 1.5,
+        float(info.max),
+        info.max + 10.0,
+    ):
+        expected = np.array([[int(v) > t for v in image.ravel()]])
+        np.testing.assert_array_equal(th._greater(image, t), expected, err_msg=f"t={t}")
+        np.testing.assert_array_equal(th.threshold_fixed(image, t), expected, err_msg=f"t={t}")
+
+
 # ----------------------------------------------------------------------------------------------
 # segment_threshold and the package dispatcher
 
@@ -697,6 +731,22 @@ def test_imports_without_torch_and_compiles_lazily():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_threads_work_in_a_forked_child(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(th, "_MIN_CHUNK", 5)
+    monkeypatch.setattr(th, "_n_threads", lambda: 3)
+    image = make_image("uint8", (64, 64), 0)
+    expected = th.threshold_otsu(image)  # starts the pool in this process
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork in a process with threads; that is the case tested
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(th.threshold_otsu, (image,)).get(timeout=60)
+    assert got == expected
 
 
 def test_docstring_examples():
