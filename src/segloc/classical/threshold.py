@@ -41,7 +41,7 @@ import numba
 import numpy as np
 from scipy import ndimage as ndi
 
-from segloc._validation import check_choice, check_connectivity, check_image
+from segloc._validation import check_choice, check_connectivity, check_image, check_int
 
 __all__ = [
     "threshold_fixed",
@@ -83,14 +83,6 @@ def _check_grey(image: Any) -> np.ndarray:
             stacklevel=3,
         )
     return arr
-
-
-def _check_int(value: Any, *, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_real(value: Any, *, name: str) -> float:
@@ -381,7 +373,7 @@ def threshold_otsu(image: Any, *, nbins: int = 256) -> float:
     12.0
     """
     image = _check_grey(image)
-    nbins = _check_int(nbins, name="nbins", minimum=2)
+    nbins = check_int(nbins, name="nbins", minimum=2)
     hist = _histogram(image, nbins)
     if hist.counts.size == 1:
         return hist.center(0)
@@ -497,8 +489,8 @@ def threshold_multiotsu(image: Any, *, classes: int = 3, nbins: int = 256) -> np
     array([ 2., 52.])
     """
     image = _check_grey(image)
-    classes = _check_int(classes, name="classes", minimum=2)
-    nbins = _check_int(nbins, name="nbins", minimum=2)
+    classes = check_int(classes, name="classes", minimum=2)
+    nbins = check_int(nbins, name="nbins", minimum=2)
     hist = _histogram(image, nbins)
     occupied = np.flatnonzero(hist.counts)
     if occupied.size < classes:
@@ -645,7 +637,7 @@ def threshold_yen(image: Any, *, nbins: int = 256) -> float:
     12.0
     """
     image = _check_grey(image)
-    nbins = _check_int(nbins, name="nbins", minimum=2)
+    nbins = check_int(nbins, name="nbins", minimum=2)
     hist = _histogram(image, nbins)
     counts = hist.counts
     if counts.size == 1:
@@ -694,7 +686,7 @@ def threshold_triangle(image: Any, *, nbins: int = 256) -> float:
     3.0
     """
     image = _check_grey(image)
-    nbins = _check_int(nbins, name="nbins", minimum=2)
+    nbins = check_int(nbins, name="nbins", minimum=2)
     hist = _histogram(image, nbins)
     counts = hist.counts
     n = counts.size
@@ -756,7 +748,7 @@ def threshold_local(
     np.float64(1.0)
     """
     image = _check_grey(image)
-    block_size = _check_int(block_size, name="block_size", minimum=3)
+    block_size = check_int(block_size, name="block_size", minimum=3)
     if block_size % 2 == 0:
         raise ValueError(f"block_size must be odd, got {block_size}")
     check_choice(method, ("gaussian", "mean"), name="method")
