@@ -159,6 +159,13 @@ def test_small_int_histogram_equals_bincount(dtype, size, start, chunking):
     np.testing.assert_array_equal(counts, expected)
 
 
+def test_histogram_of_16_bit_values_at_an_odd_address():
+    buffer = np.random.default_rng(0).integers(0, 256, 2 * 1001 + 1, dtype=np.uint8).tobytes()
+    flat = np.frombuffer(buffer, dtype=np.uint16, offset=1)
+    assert flat.ctypes.data % 2 == 1
+    np.testing.assert_array_equal(th._small_int_histogram(flat), np.bincount(flat, minlength=65536))
+
+
 @pytest.mark.parametrize("dtype", ["int32", "uint32", "int64", "uint64"])
 def test_wide_int_histogram_equals_bincount(dtype, chunking):
     rng = np.random.default_rng(3)
