@@ -364,6 +364,47 @@ def test_multiotsu_is_the_exact_optimum(counts, classes):
     assert all(counts[int(v)] > 0 for v in t)
 
 
+def slow_dp_multiotsu(counts: np.ndarray, classes: int) -> list[int]:
+    """Textbook O(classes m^2) dynamic programme over all end points; returns split levels."""
+    occ = np.flatnonzero(counts)
+    w = counts[occ].astype(float)
+    x = occ.astype(float)
+    pw, ps = np.concatenate([[0], np.cumsum(w)]), np.concatenate([[0], np.cumsum(w * x)])
+
+    def score(j, i):  # levels j..i inclusive
+        return (ps[i + 1] - ps[j]) ** 2 / (pw[i + 1] - pw[j])
+
+    m = occ.size
+    best = np.array([score(0, i) for i in range(m)])
+    back = []
+    for k in range(1, classes):
+        new, arg = np.full(m, -np.inf), np.zeros(m, int)
+        for i in range(k, m):
+            j = np.arange(k - 1, i)
+            vals = best[j] + (ps[i + 1] - ps[j + 1]) ** 2 / (pw[i + 1] - pw[j + 1])
+            arg[i] = j[np.argmax(vals)]
+            new[i] = vals.max()
+        best = new
+        back.append(arg)
+    ends, i = [], m - 1
+    for arg in reversed(back):
+        i = arg[i]
+        ends.append(int(occ[i]))
+    return ends[::-1]
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multiotsu_divide_and_conquer_equals_full_dp(classes, seed):
+    # a few hundred occupied levels with random gaps and counts: beyond brute force
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 1000, 400) * (rng.random(400) < 0.7)
+    counts[[0, -1]] = 5
+    image = np.repeat(np.arange(400, dtype=np.uint16), counts)[None, :]
+    expected = slow_dp_multiotsu(counts, classes)
+    np.testing.assert_array_equal(th.threshold_multiotsu(image, classes=classes), expected)
+
+
 @settings(max_examples=80, deadline=None)
 @given(counts=st.lists(st.integers(0, 60), min_size=2, max_size=30))
 def test_otsu_and_yen_are_exact_optima(counts):

@@ -370,8 +370,9 @@ def threshold_otsu(image: Any, *, nbins: int = 256) -> float:
     Returns
     -------
     threshold : float
-        The same value as ``skimage.filters.threshold_otsu``; the image's value if it is
-        constant.
+        The same value as ``skimage.filters.threshold_otsu`` (but for near-ties that
+        scikit-image's float32 arithmetic ranks wrongly, see the module notes); the image's
+        value if it is constant.
 
     References
     ----------
@@ -478,7 +479,8 @@ def threshold_multiotsu(image: Any, *, classes: int = 3, nbins: int = 256) -> np
     Returns
     -------
     thresholds : ndarray of float64, shape (classes - 1,)
-        Increasing thresholds, equal to ``skimage.filters.threshold_multiotsu``'s.
+        Increasing thresholds, equal to ``skimage.filters.threshold_multiotsu``'s but for
+        near-ties that scikit-image's float32 arithmetic ranks wrongly (module notes).
 
     Raises
     ------
@@ -630,8 +632,8 @@ def threshold_yen(image: Any, *, nbins: int = 256) -> float:
     Returns
     -------
     threshold : float
-        The same value as ``skimage.filters.threshold_yen``; the image's value if it is
-        constant.
+        The same value as ``skimage.filters.threshold_yen`` (but for near-ties, see the
+        module notes); the image's value if it is constant.
 
     References
     ----------
