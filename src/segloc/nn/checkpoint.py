@@ -1,0 +1,215 @@
+"""Model checkpoints that rebuild without code and never unpickle anything.
+
+A checkpoint holds the factory name, the constructor keyword arguments and the weights, so
+``load_model(path)`` calls :func:`segloc.nn.create_model` and loads the state dict strictly.
+The native format is safetensors (tensors plus a string-to-string metadata header); ``.pt`` files
+holding ``{"model": name, "kwargs": {...}, "state_dict": {...}}`` are read with
+``torch.load(weights_only=True)``, which refuses arbitrary Python objects.
+
+The training engine extends checkpoints through ``extra`` (any JSON-serialisable dict).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from segloc._validation import atomic_path
+from segloc.nn import create_model, list_models
+
+__all__ = ["CheckpointError", "load_checkpoint", "load_model", "save_checkpoint"]
+
+_TORCH_SUFFIXES = (".pt", ".pth")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable segloc checkpoint; the message starts with its path."""
+
+
+def _json(value: Any, *, name: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be JSON-serialisable, got {value!r}: {err}") from None
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model_name: str,
+    kwargs: dict[str, Any],
+    model: nn.Module,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s weights and how to rebuild it to a safetensors file, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file, conventionally ``*.safetensors``.
+    model_name : str
+        Factory name (see :func:`segloc.nn.list_models`).
+    kwargs : dict
+        Keyword arguments with which ``create_model(model_name, **kwargs)`` rebuilds ``model``;
+        JSON-serialisable.
+    model : nn.Module
+    extra : dict, optional
+        Anything else to keep (epoch, metrics...), JSON-serialisable.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Notes
+    -----
+    Tensors are stored contiguous, on the CPU. The safetensors metadata holds
+    ``segloc_model``, ``segloc_kwargs`` and ``segloc_extra`` (JSON strings).
+    """
+    if model_name not in list_models():
+        raise ValueError(f"model_name must be one of {list_models()}, got {model_name!r}")
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs must be a dict, got {type(kwargs).__name__}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    metadata = {
+        "segloc_model": model_name,
+        "segloc_kwargs": _json(kwargs, name="kwargs"),
+        "segloc_extra": _json(extra or {}, name="extra"),
+    }
+    # clone() gives every tensor its own storage: safetensors refuses shared ones.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def _load_torch(path: Path) -> tuple[str, dict, dict[str, torch.Tensor], dict]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the restricted unpickler fails in many ways
+        # weights_only refuses anything but tensors, dicts, lists and plain values.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: not a segloc checkpoint (refused by torch.load "
+            f"with weights_only=True: {first})"
+        ) from None
+    keys = {"model", "kwargs", "state_dict"}
+    if not isinstance(obj, dict) or not keys <= set(obj):
+        raise CheckpointError(
+            f"{path}: not a segloc checkpoint (expected a dict with keys {sorted(keys)})"
+        )
+    name, kwargs, state, extra = obj["model"], obj["kwargs"], obj["state_dict"], obj.get("extra")
+    extra = {} if extra is None else extra
+    if not (isinstance(name, str) and isinstance(kwargs, dict) and isinstance(extra, dict)):
+        raise CheckpointError(
+            f"{path}: not a segloc checkpoint ('model' must be a str, 'kwargs' and 'extra' dicts)"
+        )
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"{path}: 'state_dict' must map names to tensors")
+    return name, kwargs, dict(state), extra
+
+
+def _load_safetensors(path: Path) -> tuple[str, dict, dict[str, torch.Tensor], dict]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if "segloc_model" not in meta or "segloc_kwargs" not in meta:
+                raise CheckpointError(
+                    f"{path}: not a segloc checkpoint (no segloc_model/segloc_kwargs metadata)"
+                )
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as err:
+        raise CheckpointError(f"{path}: not a segloc checkpoint (not safetensors: {err})") from None
+    try:
+        kwargs = json.loads(meta["segloc_kwargs"])
+        extra = json.loads(meta.get("segloc_extra", "{}"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: corrupt segloc metadata ({err})") from None
+    if not isinstance(kwargs, dict) or not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: corrupt segloc metadata (kwargs and extra must be dicts)")
+    return meta["segloc_model"], kwargs, state, extra
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint` (or a ``.pt``/``.pth`` dict).
+
+    Returns
+    -------
+    model_name : str
+    kwargs : dict
+    state_dict : dict of str -> Tensor (on the CPU)
+    extra : dict
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CheckpointError
+        A ``ValueError`` naming the file, if it is not a segloc checkpoint. ``.pt``/``.pth``
+        files go through ``torch.load(weights_only=True)``: a pickled object is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.suffix.lower() in _TORCH_SUFFIXES:
+        return _load_torch(path)
+    return _load_safetensors(path)
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model stored in ``path`` and load its weights strictly, in eval mode.
+
+    Raises
+    ------
+    FileNotFoundError, CheckpointError
+        As :func:`load_checkpoint`; also ``CheckpointError`` when the model cannot be built from
+        the stored arguments or the tensors do not match it (missing, unexpected or misshapen).
+    """
+    name, kwargs, state, _ = load_checkpoint(path)
+    try:
+        model = create_model(name, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {err}") from None
+    problems = _mismatches(model.state_dict(), state)
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit model {name!r}: {problems}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def _mismatches(expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -> str:
+    """Short summary of how ``stored`` differs from ``expected`` ('' if it fits)."""
+
+    def listing(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    shapes = [
+        f"{k}: {tuple(stored[k].shape)} stored, {tuple(v.shape)} expected"
+        for k, v in expected.items()
+        if k in stored and stored[k].shape != v.shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({listing(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({listing(unexpected)})")
+    if shapes:
+        more = "; ..." if len(shapes) > 1 else ""
+        parts.append(f"{len(shapes)} tensors of the wrong shape ({shapes[0]}{more})")
+    return "; ".join(parts)
