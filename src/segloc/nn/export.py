@@ -1,0 +1,196 @@
+"""Export models to ONNX and run them with ONNX Runtime (no torch needed at inference).
+
+Uses PyTorch's ``torch.export``-based ONNX exporter (the TorchScript one is deprecated since
+PyTorch 2.9) with dynamic batch and spatial sizes, and ONNX Runtime's CPU execution provider.
+
+References
+----------
+.. [1] ONNX: Open Neural Network Exchange, https://onnx.ai/ ; ONNX Runtime,
+       https://onnxruntime.ai/docs/
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from segloc._validation import atomic_path
+from segloc.nn.unet import UNet
+
+__all__ = ["OnnxPredictor", "export_checkpoint", "export_onnx"]
+
+
+def _dynamic_shapes(model: nn.Module, ndim: int) -> dict[int, object]:
+    """torch.export shape spec: any batch, spatial sizes of the forms the model accepts."""
+    from torch.export import Dim
+
+    spatial: list = []
+    if isinstance(model, UNet):
+        # A U-Net takes sizes grid * t + offset only; telling the exporter so avoids it
+        # specialising to the example size when it meets the pooling's divisibility guards.
+        grid = 2**model.depth
+        first = model.valid_input_size(1)[0]
+        for i in range(ndim - 2):
+            spatial.append(grid * Dim(f"t{i}", min=1) + (first - grid))
+    else:
+        spatial = [Dim.AUTO] * (ndim - 2)
+    return {0: Dim("batch", min=1), **dict(enumerate(spatial, start=2))}
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    example_shape: Sequence[int],
+    opset: int = 18,
+    dynamic_spatial: bool = True,
+) -> Path:
+    """Write ``model`` to an ONNX file (atomically), input ``"image"``, output ``"logits"``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Exported in eval mode (its mode is restored afterwards), on its own device.
+    path : path-like
+        Output ``.onnx`` file; weights are stored inside it (models up to 2 GB).
+    example_shape : sequence of int
+        Shape ``(N, C, *spatial)`` of an input the model accepts.
+    opset : int, default 18
+        ONNX opset; 18 is the lowest the ``torch.export``-based exporter emits natively.
+    dynamic_spatial : bool, default True
+        If True the batch and spatial sizes stay free (a :class:`~segloc.nn.unet.UNet` keeps its
+        valid-size constraint); if False only the batch size does.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    shape = tuple(int(s) for s in example_shape)
+    if len(shape) not in (4, 5) or any(s < 1 for s in shape):
+        raise ValueError(
+            f"example_shape must be (N, C, H, W) or (N, C, D, H, W) of positive ints, "
+            f"got {tuple(example_shape)}"
+        )
+    if isinstance(model, UNet):
+        model.output_size(shape[2:])  # a clear ValueError naming a valid size, before tracing
+        if dynamic_spatial:
+            # torch.export specialises a size whose free factor is 1 (its 0/1 rule), so the
+            # smallest valid size is traced one pooling grid step larger.
+            first, grid = model.valid_input_size(1)[0], 2**model.depth
+            shape = shape[:2] + tuple(s + grid if s == first else s for s in shape[2:])
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    example = torch.zeros(shape, device=device)
+    dynamic = _dynamic_shapes(model, len(shape))
+    if not dynamic_spatial:
+        dynamic = {0: dynamic[0]}
+    was_training = model.training
+    model.eval()
+    try:
+        with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
+            # torch's exporter trips over its own pytree deprecation; nothing a caller can fix.
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=True,
+                external_data=False,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=(dynamic,),  # one spec per positional input
+                opset_version=opset,
+                verbose=False,
+            )
+    finally:
+        model.train(was_training)
+    return Path(path)
+
+
+class OnnxPredictor:
+    """Run an exported segmentation model with ONNX Runtime on the CPU.
+
+    Parameters
+    ----------
+    path : path-like
+        An ONNX file written by :func:`export_onnx`.
+
+    Examples
+    --------
+    >>> predictor = OnnxPredictor("unet.onnx")  # doctest: +SKIP
+    >>> logits = predictor(image[None, None].astype(np.float32))  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({err})") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_ndim = len(inp.shape)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Logits for ``image`` of shape ``(N, C, *spatial)``, computed in float32."""
+        x = np.ascontiguousarray(image, dtype=np.float32)
+        if x.ndim != self.input_ndim:
+            raise ValueError(
+                f"image must have {self.input_ndim} axes (N, C, *spatial), got shape {x.shape}"
+            )
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    onnx_path: str | os.PathLike,
+    *,
+    example_size: int | Sequence[int] | None = None,
+) -> Path:
+    """Rebuild the model of a segloc checkpoint and export it to ONNX.
+
+    Parameters
+    ----------
+    checkpoint_path : path-like
+        A checkpoint written by :func:`segloc.nn.checkpoint.save_checkpoint`.
+    onnx_path : path-like
+        Output ``.onnx`` file.
+    example_size : int or sequence of int, optional
+        Spatial size of the example input traced by the exporter. Default: the smallest valid size
+        for a :class:`~segloc.nn.unet.UNet`, 32 per axis for other models.
+
+    Returns
+    -------
+    Path
+        ``onnx_path``.
+    """
+    from segloc.nn.checkpoint import load_model
+
+    model = load_model(checkpoint_path)
+    conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    if conv is None:
+        raise ValueError(f"{checkpoint_path}: model has no convolution to infer its input from")
+    dims = 2 if isinstance(conv, nn.Conv2d) else 3
+    in_channels = conv.in_channels
+    if example_size is None:
+        size = model.valid_input_size(1) if isinstance(model, UNet) else (32,) * dims
+    elif isinstance(example_size, (int, np.integer)):
+        size = (int(example_size),) * dims
+    else:
+        size = tuple(int(s) for s in example_size)
+    if len(size) != dims:
+        raise ValueError(f"example_size must have {dims} values, got {example_size!r}")
+    return export_onnx(model, onnx_path, example_shape=(1, in_channels, *size))
