@@ -29,6 +29,16 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 TIGHT = dict(rtol=1e-7, atol=1e-7)  # float64 comparisons (MONAI rounds some steps in float32)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Run each test on one thread: the suite shares 2 cores, and with several busy processes
+    PyTorch's two-thread kernels wait on each other (tiny models got 20x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def random_case(mode: str, shape=(2, 3, 5, 6), seed=0, ignore: int | None = None):
     """float64 logits and a target of the given mode; ``ignore`` marks ~20% of pixels."""
     g = torch.Generator().manual_seed(seed)
