@@ -350,17 +350,23 @@ def test_unetpp_overfits_an_isbi_tile():
     net = UNetPlusPlus(1, 1, base_channels=16, deep_supervision=True)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     loss_fn = DeepSupervisionLoss(DiceCELoss("binary"))  # the paper's BCE + Dice per head
-    dice = 0.0
-    for step in range(150):
+    dice = (0.0, 0.0)
+    # about 25 steps reach 0.9 for both classes (~1 s each on one busy core)
+    for step in range(100):
         net.train()
         opt.zero_grad()
         loss_fn(net(x), y).backward()
         opt.step()
-        if step % 10 == 9:
-            net.eval()
+        if step % 5 == 4:
+            net.eval()  # accurate mode: mean of the four heads, batch-norm running statistics
             with torch.no_grad():
                 pred = net(x) > 0
-            dice = float(2 * (pred & (y > 0)).sum() / (pred.sum() + (y > 0).sum()))
-            if dice > 0.9:
+            cells, membranes = pred & (y > 0), ~pred & (y == 0)
+            dice = (
+                float(2 * cells.sum() / (pred.sum() + (y > 0).sum())),
+                float(2 * membranes.sum() / ((~pred).sum() + (y == 0).sum())),
+            )
+            if min(dice) > 0.9:
                 break
-    assert dice > 0.9
+    # 78% of the crop is cell interior: "all cells" scores 0.88 there, so membranes count too
+    assert min(dice) > 0.9, dice

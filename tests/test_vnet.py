@@ -287,7 +287,7 @@ def test_narrow_vnet_overfits_one_hippocampus_volume():
     image_path = DATA / "hippocampus" / "images" / "hippocampus_003.nii.gz"
     if not image_path.exists():
         pytest.skip(f"{image_path} not found")
-    from segloc.nn.losses import DiceCELoss
+    from segloc.nn.losses import DiceLoss
 
     image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32)
     labels = np.asarray(nib.load(DATA / "hippocampus" / "labels" / image_path.name).dataobj)
@@ -297,21 +297,24 @@ def test_narrow_vnet_overfits_one_hippocampus_volume():
     x = torch.from_numpy(np.pad(image, pad))[None, None]  # (1, 1, D, H, W)
     y = torch.from_numpy(np.pad(truth, pad))[None, None].float()
 
+    # instance norm: without normalisation this 21-layer residual net diverges at useful rates
     torch.manual_seed(0)
     net = VNet(1, 1, base_channels=8, norm="instance")
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    loss_fn = DiceCELoss("binary")
+    # channels-last makes CPU conv3d backward ~5x faster (oneDNN)
+    net = net.to(memory_format=torch.channels_last_3d)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loss_fn = DiceLoss("binary", squared=True)  # the paper's Dice loss
     best = 0.0
-    for _ in range(STEPS_VNET):
+    # about 30 steps reach 0.9 (1-3 s each on one busy core)
+    for _ in range(60):
         opt.zero_grad()
         out = net(x)
         loss_fn(out, y).backward()
         opt.step()
+        # instance norm has no running statistics: the training output is the eval output
         pred = out.detach() > 0
         best = max(best, float(2 * (pred & (y > 0)).sum() / (pred.sum() + (y > 0).sum())))
         if best > 0.9:
             break
     assert best > 0.9
-
-
-STEPS_VNET = 60
