@@ -228,9 +228,11 @@ def test_pruned_equals_head_of_full_model(ds_net, level):
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         full = ds_net.heads(x)[level - 1]
-        # a: built from the full model, sharing its modules
-        shared = ds_net.pruned(level)
-        shared.inference = "fast"
+        # a: built from the full model, sharing its modules (and its inference mode)
+        fast = copy.copy(ds_net)
+        fast.inference = "fast"
+        shared = fast.pruned(level)
+        assert shared.inference == "fast" and not shared.training
         torch.testing.assert_close(shared(x), full)
         # b: built on its own, loading the full state dict
         alone = UNetPlusPlus(1, 2, base_channels=4, deep_supervision=True, prune=level,

@@ -256,5 +256,6 @@ class UNetPlusPlus(nn.Module):
             small = UNetPlusPlus(**self._kwargs, prune=level)
         for name in list(small._modules):
             small._modules[name] = self._modules[name]
+        small.inference = self.inference
         small.train(self.training)
         return small

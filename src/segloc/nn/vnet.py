@@ -210,6 +210,13 @@ class VNet(nn.Module):
     kernel_size : int
         Odd size of the stage convolutions (5 in the paper).
 
+    Notes
+    -----
+    On CPU, training is several times faster in channels-last layout (oneDNN's 3D convolution
+    backward pass): ``net.to(memory_format=torch.channels_last_3d)`` and
+    ``x.contiguous(memory_format=torch.channels_last_3d)``; about 5x for the weight gradient of
+    a 5x5x5 convolution on a 48x64x48 volume, measured with PyTorch 2.13.
+
     Examples
     --------
     >>> net = VNet(1, 2, base_channels=4, depth=2)
