@@ -227,6 +227,14 @@ def test_dice_perfect_and_empty():
             lambda: dice_loss(torch.zeros(1, 3, 4, 4), torch.full((1, 4, 4), 3), mode="multiclass"),
             r"labels must be in \[0, 3\)",
         ),
+        (
+            lambda: dice_loss(torch.zeros(1, 1, 4, 4), torch.full((1, 4, 4), 255.0)),
+            r"target values must be in \[0, 1\] in binary mode, got values in \[255, 255\]",
+        ),
+        (
+            lambda: focal_loss(torch.zeros(1, 2, 4, 4), -torch.ones(1, 2, 4, 4), mode="multilabel"),
+            r"target values must be in \[0, 1\] in multilabel mode",
+        ),
         (lambda: dice_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4), mode="x"), "mode"),
         (lambda: DiceLoss(reduction="avg"), "reduction must be one of"),
         (lambda: DiceLoss(smooth=-1), "smooth must be >= 0"),
@@ -495,9 +503,9 @@ def test_deep_supervision_errors():
 @pytest.mark.parametrize(
     "loss, mode",
     [
-        (DiceLoss("binary", squared=True), "binary"),
+        (DiceLoss("binary", squared=True, ignore_index=255), "binary"),
         (DiceLoss("multiclass", jaccard=True, ignore_index=255), "multiclass"),
-        (DiceCELoss("multilabel"), "multilabel"),
+        (DiceCELoss("multilabel", ignore_index=255), "multilabel"),
         (FocalLoss("multiclass", ignore_index=255), "multiclass"),
         (CrossEntropyLoss("binary", ignore_index=255), "binary"),
     ],

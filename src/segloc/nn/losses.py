@@ -141,6 +141,12 @@ def _targets(
         target = target.to(logits.dtype)
         if mask is not None:
             target = torch.where(mask, target, 0)
+        # a 0/255 mask passed as is would give a meaningless loss, silently
+        if target.numel() and (target.min() < 0 or target.max() > 1):
+            raise ValueError(
+                f"target values must be in [0, 1] in {mode} mode, got values in "
+                f"[{float(target.min()):g}, {float(target.max()):g}]"
+            )
     return target, None if mask is None else mask.to(logits.dtype)
 
 
