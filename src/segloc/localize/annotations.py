@@ -1,0 +1,304 @@
+"""Box annotations from PASCAL VOC XML files and CSV tables, checked and in segloc boxes.
+
+VOC boxes are 1-based and inclusive; they come back as segloc boxes ``(x0, y0, x1, y1)``
+with half-open edges, ``(xmin - 1, ymin - 1, xmax, ymax)`` (:func:`segloc.masks.voc_to_box`,
+``docs/conventions.md``). Every reader rejects an annotation it cannot trust with a
+``ValueError`` whose message starts with the file's path: a box outside the image, a box
+with ``xmax < xmin`` or ``ymax < ymin``, a class not in ``classes``, a missing field.
+
+Each image's annotation is a dict::
+
+    {"image_path": Path, "width": int, "height": int,
+     "boxes": float64 array (N, 4), "classes": list of N class names,
+     "difficult": bool array (N,)}
+
+References
+----------
+.. [VOC] Everingham, M. et al. "The PASCAL Visual Object Classes (VOC) Challenge", IJCV 88(2)
+   303-338, 2010. :doi:`10.1007/s11263-009-0275-4`
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segloc.masks import voc_to_box
+
+__all__ = ["read_voc_xml", "read_voc_folder", "read_box_csv"]
+
+CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+
+
+def _number(text: str | None, *, path: Path, what: str) -> float:
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: {what} must be a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"{path}: {what} must be finite, got {text!r}")
+    return value
+
+
+def _box(
+    xmin: float,
+    ymin: float,
+    xmax: float,
+    ymax: float,
+    *,
+    width: int,
+    height: int,
+    path: Path,
+    where: str,
+) -> tuple[float, ...]:
+    """Checked segloc box from VOC values: ordered and inside the width x height image."""
+    if xmax < xmin or ymax < ymin:
+        raise ValueError(
+            f"{path}: {where} must have xmax >= xmin and ymax >= ymin, "
+            f"got (xmin, ymin, xmax, ymax) = ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
+        )
+    box = voc_to_box(xmin, ymin, xmax, ymax)
+    if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+        raise ValueError(
+            f"{path}: {where} must lie inside the {width}x{height} image (VOC 1-based: "
+            f"1 <= xmin, xmax <= width), got (xmin, ymin, xmax, ymax) = "
+            f"({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
+        )
+    return box
+
+
+def _check_class(name: str, classes: Sequence[str] | None, *, path: Path, where: str) -> str:
+    if classes is not None and name not in classes:
+        raise ValueError(f"{path}: {where} class must be one of {list(classes)}, got {name!r}")
+    return name
+
+
+def _record(
+    image_path: Path,
+    width: int,
+    height: int,
+    boxes: list,
+    classes: list[str],
+    difficult: list[bool],
+) -> dict:
+    return {
+        "image_path": image_path,
+        "width": width,
+        "height": height,
+        "boxes": np.asarray(boxes, np.float64).reshape(-1, 4),
+        "classes": classes,
+        "difficult": np.asarray(difficult, bool),
+    }
+
+
+def _size(value: str | None, *, path: Path, what: str) -> int:
+    v = _number(value, path=path, what=what)
+    if v <= 0 or v != int(v):
+        raise ValueError(f"{path}: {what} must be a positive integer, got {value!r}")
+    return int(v)
+
+
+def read_voc_xml(
+    path: str | os.PathLike,
+    *,
+    image_folder: str | os.PathLike | None = None,
+    classes: Sequence[str] | None = None,
+) -> dict:
+    """Read one PASCAL VOC annotation file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.xml`` file.
+    image_folder : str or path-like, optional
+        Where the image named by ``<filename>`` lives; default the XML file's folder.
+        The image is not opened (nor required to exist).
+    classes : sequence of str, optional
+        Allowed class names; an object of another class is an error.
+
+    Returns
+    -------
+    dict
+        ``image_path``, ``width``, ``height``, ``boxes`` (float64 ``(N, 4)``, segloc
+        half-open boxes), ``classes`` (N names), ``difficult`` (bool ``(N,)``).
+
+    Raises
+    ------
+    ValueError
+        Message starting with ``path``: unreadable XML, missing ``<filename>``/``<size>``/
+        ``<bndbox>`` fields, a box with ``xmax < xmin``, outside the image or of an
+        unknown class.
+
+    References
+    ----------
+    .. [1] Everingham, M. et al. "The PASCAL Visual Object Classes (VOC) Challenge",
+       IJCV 88(2) 303-338, 2010. :doi:`10.1007/s11263-009-0275-4`
+
+    Examples
+    --------
+    >>> import tempfile; p = Path(tempfile.mkdtemp()) / "a.xml"
+    >>> _ = p.write_text("<annotation><filename>a.jpg</filename><size><width>10</width>"
+    ...     "<height>8</height></size><object><name>cat</name><bndbox><xmin>1</xmin>"
+    ...     "<ymin>2</ymin><xmax>10</xmax><ymax>8</ymax></bndbox></object></annotation>")
+    >>> read_voc_xml(p)["boxes"]
+    array([[ 0.,  1., 10.,  8.]])
+    """
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise ValueError(f"{path}: not a readable VOC XML file ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+    def text(node: ET.Element, tag: str, where: str) -> str:
+        child = node.find(tag)
+        if child is None or child.text is None or not child.text.strip():
+            raise ValueError(f"{path}: {where} must have a <{tag}>, got none")
+        return child.text.strip()
+
+    filename = text(root, "filename", "<annotation>")
+    width = _size(text(root, "size/width", "<annotation>"), path=path, what="<size><width>")
+    height = _size(text(root, "size/height", "<annotation>"), path=path, what="<size><height>")
+    boxes, names, difficult = [], [], []
+    for k, obj in enumerate(root.findall("object")):
+        where = f"object {k}"
+        names.append(_check_class(text(obj, "name", where), classes, path=path, where=where))
+        vals = [
+            _number(text(obj, f"bndbox/{t}", where), path=path, what=f"{where} {t}")
+            for t in ("xmin", "ymin", "xmax", "ymax")
+        ]
+        boxes.append(_box(*vals, width=width, height=height, path=path, where=where))
+        diff = obj.find("difficult")
+        difficult.append(diff is not None and (diff.text or "0").strip() == "1")
+    folder = Path(image_folder) if image_folder is not None else path.parent
+    return _record(folder / filename, width, height, boxes, names, difficult)
+
+
+def read_voc_folder(
+    folder: str | os.PathLike,
+    *,
+    annotations: str = "annotations",
+    images: str = "images",
+    classes: Sequence[str] | None = None,
+) -> list[dict]:
+    """Read every VOC ``.xml`` file of a dataset folder.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Dataset root holding ``annotations/*.xml`` and ``images/``.
+    annotations, images : str, optional
+        Sub-folder names (``Annotations``/``JPEGImages`` in VOC itself).
+    classes : sequence of str, optional
+        Allowed class names.
+
+    Returns
+    -------
+    list of dict
+        One per XML file, sorted by file name, as :func:`read_voc_xml`. Each image must exist.
+
+    Raises
+    ------
+    ValueError
+        No XML file, a missing image, or any error of :func:`read_voc_xml`.
+
+    Examples
+    --------
+    >>> read_voc_folder("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    ValueError: /nonexistent/annotations: must hold VOC .xml files, got none
+    """
+    folder = Path(folder)
+    ann_dir = folder / annotations
+    files = sorted(ann_dir.glob("*.xml")) if ann_dir.is_dir() else []
+    if not files:
+        raise ValueError(f"{ann_dir}: must hold VOC .xml files, got none")
+    out = []
+    for f in files:
+        rec = read_voc_xml(f, image_folder=folder / images, classes=classes)
+        if not rec["image_path"].is_file():
+            raise ValueError(f"{f}: names image {rec['image_path']}, which does not exist")
+        out.append(rec)
+    return out
+
+
+def read_box_csv(
+    path: str | os.PathLike,
+    *,
+    image_folder: str | os.PathLike | None = None,
+    classes: Sequence[str] | None = None,
+) -> list[dict]:
+    """Read a box table with columns ``filename,width,height,class,xmin,ymin,xmax,ymax``.
+
+    One row per box, VOC coordinates (1-based, inclusive), as written by the common
+    ``xml_to_csv`` scripts (the raccoon data set's ``labels.csv``).
+
+    Parameters
+    ----------
+    path : str or path-like
+    image_folder : str or path-like, optional
+        Folder of the images; default the CSV file's folder.
+    classes : sequence of str, optional
+        Allowed class names.
+
+    Returns
+    -------
+    list of dict
+        One per image, in order of first appearance, as :func:`read_voc_xml`
+        (``difficult`` all False). Rows of one image must agree on its size.
+
+    Raises
+    ------
+    ValueError
+        Message starting with ``path`` and naming the line: missing columns, a bad number,
+        a box with ``xmax < xmin``, outside the image or of an unknown class.
+
+    Examples
+    --------
+    >>> import tempfile; p = Path(tempfile.mkdtemp()) / "b.csv"
+    >>> _ = p.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\\n"
+    ...                  "a.jpg,10,8,cat,1,1,10,8\\n")
+    >>> read_box_csv(p)[0]["boxes"]
+    array([[ 0.,  0., 10.,  8.]])
+    """
+    path = Path(path)
+    folder = Path(image_folder) if image_folder is not None else path.parent
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+            header = list(rows[0].keys()) if rows else []
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"{path}: must have columns {list(CSV_COLUMNS)}, missing {missing}")
+    grouped: dict[str, dict] = {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"line {line}"
+        if any(row[c] is None or not str(row[c]).strip() for c in CSV_COLUMNS):
+            raise ValueError(f"{path}: {where} must fill every column, got {row}")
+        name = row["filename"].strip()
+        width = _size(row["width"], path=path, what=f"{where} width")
+        height = _size(row["height"], path=path, what=f"{where} height")
+        vals = [_number(row[c], path=path, what=f"{where} {c}") for c in CSV_COLUMNS[4:]]
+        box = _box(*vals, width=width, height=height, path=path, where=where)
+        cls = _check_class(row["class"].strip(), classes, path=path, where=where)
+        rec = grouped.setdefault(name, {"size": (width, height), "boxes": [], "classes": []})
+        if rec["size"] != (width, height):
+            raise ValueError(
+                f"{path}: {where} gives {name} size {width}x{height}, earlier rows "
+                f"{rec['size'][0]}x{rec['size'][1]}"
+            )
+        rec["boxes"].append(box)
+        rec["classes"].append(cls)
+    return [
+        _record(folder / name, *r["size"], r["boxes"], r["classes"], [False] * len(r["boxes"]))
+        for name, r in grouped.items()
+    ]
