@@ -9,7 +9,9 @@ should take each memory figure in a fresh process (:func:`run_worker`).
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import gc
 import json
 import os
 import platform
@@ -47,6 +49,19 @@ def current_rss_mib() -> float:
     with open("/proc/self/statm") as f:
         resident_pages = int(f.read().split()[1])
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / _MIB
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the system before a baseline is taken.
+
+    Without this, memory freed by a preparation step (tracing, exporting, copying) stays resident
+    in glibc's free lists, the measured calls reuse it, and their RSS increase reads too low.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def reset_peak_rss() -> bool:
