@@ -193,13 +193,16 @@ def worker(spec: dict) -> dict:
 
             from segloc.nn.export import export_onnx
 
-            tmp = tempfile.mkdtemp(prefix="segloc-bench-")
-            path = export_onnx(model, Path(tmp) / "model.onnx", example_shape=tuple(x.shape))
             options = ort.SessionOptions()
             # As many threads as torch gets; ONNX Runtime's default is one per physical core.
             options.intra_op_num_threads = spec["threads"]
             options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            with tempfile.TemporaryDirectory(prefix="segloc-bench-") as tmp:
+                path = export_onnx(model, Path(tmp) / "model.onnx", example_shape=tuple(x.shape))
+                # the session reads the whole file, which can then go
+                session = ort.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
             name = session.get_inputs()[0].name
             x_np = x.numpy()
             del model  # the session holds its own copy of the weights
