@@ -297,7 +297,7 @@ def test_forward_matches_output_size_at_many_sizes():
         ({"norm": "group"}, ValueError, "norm must be one of"),
         ({"up": "nearest"}, ValueError, "up must be one of"),
         ({"depth": 0}, ValueError, "depth must be >= 1, got 0"),
-        ({"base_channels": 2.5}, TypeError, "base_channels must be an int, got float"),
+        ({"base_channels": 2.5}, TypeError, "base_channels must be an integer, got float"),
         ({"dropout": 1.0}, ValueError, r"dropout must be a float in \[0, 1\), got 1.0"),
         ({"double_before_pool": 1}, TypeError, "double_before_pool must be a bool"),
     ],

@@ -38,7 +38,7 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
-from segloc._validation import atomic_path, check_connectivity, check_image
+from segloc._validation import atomic_path, check_connectivity, check_image, check_int
 from segloc.masks import (
     coco_results,
     connected_components,
@@ -63,12 +63,6 @@ __all__ = [
 # --------------------------------------------------------------------------- checks
 
 
-def _check_int(value: Any, *, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_threshold(value: Any) -> float:
@@ -149,7 +143,7 @@ def split_touching(
     2
     """
     arr = to_bool(check_image(mask, name="mask", ndim=(2, 3)))
-    min_distance = _check_int(min_distance, name="min_distance", minimum=1)
+    min_distance = check_int(min_distance, name="min_distance", minimum=1)
     rank = check_connectivity(connectivity, arr.ndim)
     fp = _check_footprint(footprint, arr.ndim)
     components, n = connected_components(arr, connectivity=rank)
@@ -250,8 +244,8 @@ def instances_from_probability(
     """
     arr = _check_prob(prob, ndim=(2, 3))
     threshold = _check_threshold(threshold)
-    min_size = _check_int(min_size, name="min_size", minimum=1)
-    min_distance = _check_int(min_distance, name="min_distance", minimum=1)
+    min_size = check_int(min_size, name="min_size", minimum=1)
+    min_distance = check_int(min_distance, name="min_distance", minimum=1)
     rank = check_connectivity(connectivity, arr.ndim)
     return _instances_of_mask(
         arr >= threshold,
@@ -310,13 +304,13 @@ def instances_from_class_probability(
     n_classes = arr.shape[0]
     threshold = _check_threshold(threshold)
     if background is not None:
-        background = _check_int(background, name="background", minimum=0)
+        background = check_int(background, name="background", minimum=0)
         if background >= n_classes:
             raise ValueError(
                 f"background must be a channel index below {n_classes}, got {background}"
             )
-    min_size = _check_int(min_size, name="min_size", minimum=1)
-    min_distance = _check_int(min_distance, name="min_distance", minimum=1)
+    min_size = check_int(min_size, name="min_size", minimum=1)
+    min_distance = check_int(min_distance, name="min_distance", minimum=1)
     rank = check_connectivity(connectivity, arr.ndim - 1)
     best = arr.argmax(axis=0)  # (H, W[, D])
     confident = np.take_along_axis(arr, best[None], axis=0)[0] >= threshold

@@ -40,7 +40,7 @@ from skimage.feature import hog
 from skimage.transform import resize
 from sklearn.svm import LinearSVC
 
-from segloc._validation import as_float, check_image, check_positive
+from segloc._validation import as_float, check_image, check_int, check_positive
 from segloc.boxes import box_iou, check_boxes, nms
 
 __all__ = [
@@ -74,12 +74,6 @@ def _pair_of_ints(value: Any, *, name: str, minimum: int = 1) -> tuple[int, int]
     return int(vals[0]), int(vals[1])
 
 
-def _check_int(value: Any, *, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_scale(scale: Any) -> float:
@@ -278,8 +272,8 @@ def _check_scan_options(
     return (
         float(score_threshold),
         _check_iou(iou_threshold, name="iou_threshold"),
-        _check_int(max_detections, name="max_detections", minimum=1),
-        _check_int(pre_nms_top_k, name="pre_nms_top_k", minimum=1),
+        check_int(max_detections, name="max_detections", minimum=1),
+        check_int(pre_nms_top_k, name="pre_nms_top_k", minimum=1),
     )
 
 
@@ -347,7 +341,7 @@ def detect_windows(
         raise TypeError(f"scorer must be callable, got {type(scorer).__name__}")
     wh, ww = _pair_of_ints(window, name="window")
     stride = _pair_of_ints(stride, name="stride")
-    batch_size = _check_int(batch_size, name="batch_size", minimum=1)
+    batch_size = check_int(batch_size, name="batch_size", minimum=1)
     opts = _check_scan_options(score_threshold, iou_threshold, max_detections, pre_nms_top_k)
     t0 = time.perf_counter()
     levels = pyramid(arr.astype(np.float32, copy=False), scale=scale, min_size=(wh, ww))
@@ -471,9 +465,9 @@ class HogSvmDetector:
         C: float = 0.01,
         scale: float = 1.25,
     ) -> None:
-        self.cell = _check_int(cell, name="cell", minimum=2)
-        self.block = _check_int(block, name="block", minimum=1)
-        self.orientations = _check_int(orientations, name="orientations", minimum=1)
+        self.cell = check_int(cell, name="cell", minimum=2)
+        self.block = check_int(block, name="block", minimum=1)
+        self.orientations = check_int(orientations, name="orientations", minimum=1)
         self.C = float(check_positive(C, name="C"))
         self.scale = _check_scale(scale)
         self.window = None if window is None else self._check_window(window)
@@ -653,14 +647,14 @@ class HogSvmDetector:
             )
         if not len(images):
             raise ValueError("images must not be empty")
-        negatives_per_image = _check_int(negatives_per_image, name="negatives_per_image", minimum=1)
-        rounds = _check_int(hard_negative_rounds, name="hard_negative_rounds", minimum=0)
+        negatives_per_image = check_int(negatives_per_image, name="negatives_per_image", minimum=1)
+        rounds = check_int(hard_negative_rounds, name="hard_negative_rounds", minimum=0)
         hard_n = (
             negatives_per_image
             if hard_negatives_per_image is None
-            else _check_int(hard_negatives_per_image, name="hard_negatives_per_image", minimum=1)
+            else check_int(hard_negatives_per_image, name="hard_negatives_per_image", minimum=1)
         )
-        max_iter = _check_int(max_iter, name="max_iter", minimum=1)
+        max_iter = check_int(max_iter, name="max_iter", minimum=1)
         t0 = time.perf_counter()
         greys = [self._grey(im, name=f"images[{k}]") for k, im in enumerate(images)]
         truths = []

@@ -19,18 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from segloc._validation import check_choice
+from segloc._validation import check_choice, check_int
 from segloc.nn.blocks import NORMS, PADDINGS, UP_MODES, ConvBlock, Down, Up, conv_nd
 
 __all__ = ["UNet", "overlap_tile_predict", "unet3d"]
 
 
-def _check_int(value: object, *, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _fmt(size: Sequence[int]) -> str:
@@ -107,10 +101,10 @@ class UNet(nn.Module):
         double_before_pool: bool = False,
     ) -> None:
         super().__init__()
-        self.in_channels = _check_int(in_channels, name="in_channels", minimum=1)
-        self.num_classes = _check_int(num_classes, name="num_classes", minimum=1)
-        self.base_channels = _check_int(base_channels, name="base_channels", minimum=1)
-        self.depth = _check_int(depth, name="depth", minimum=1)
+        self.in_channels = check_int(in_channels, name="in_channels", minimum=1)
+        self.num_classes = check_int(num_classes, name="num_classes", minimum=1)
+        self.base_channels = check_int(base_channels, name="base_channels", minimum=1)
+        self.depth = check_int(depth, name="depth", minimum=1)
         self.padding = check_choice(padding, PADDINGS, name="padding")
         self.dims = check_choice(dims, (2, 3), name="dims")
         self.norm = check_choice(norm, NORMS, name="norm")
@@ -358,7 +352,7 @@ def overlap_tile_predict(
             f"image must have shape (C, *spatial) or (N, C, *spatial) with {dims} spatial axes, "
             f"got shape {tuple(image.shape)}"
         )
-    _check_int(batch_size, name="batch_size", minimum=1)
+    check_int(batch_size, name="batch_size", minimum=1)
     batched = image.ndim == dims + 2
     x = image if batched else image.unsqueeze(0)  # (N, C, *spatial)
     size = tuple(int(s) for s in x.shape[2:])
