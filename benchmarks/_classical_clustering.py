@@ -22,8 +22,6 @@ not buffers that compiled code mallocs directly (scikit-learn's per-thread chunk
 from __future__ import annotations
 
 import os
-import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from _timing import format_table, measure
 from segloc.classical.clustering import kmeans_color, kmeans_intensity
 
 DATA = Path(
@@ -51,21 +50,6 @@ def _ph2() -> np.ndarray:
     return np.asarray(Image.open(DATA / "ph2" / "images" / "IMD003.jpg"))
 
 
-def _measure(func: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
-    """(best ms, peak MiB, result of the last call), after one warm-up call."""
-    func()
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = func()
-        best = min(best, time.perf_counter() - t0)
-    tracemalloc.start()
-    try:
-        out = func()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return best * 1e3, peak / 2**20, out
 
 
 def _row(
@@ -94,9 +78,9 @@ def run(repeats: int = 3) -> list[dict]:
     rows = []
     grey = _grey_mosaic()
     Xg = grey.reshape(-1, 1).astype(np.float64)
-    ours = _measure(lambda: kmeans_intensity(grey, K), repeats)
+    ours = measure(lambda: kmeans_intensity(grey, K), repeats)
     for n_init in (1, 10):
-        theirs = _measure(sk(Xg, n_init), repeats)
+        theirs = measure(sk(Xg, n_init), repeats)
         rows.append(
             _row(
                 f"grey k={K} 1024x1024 uint8",
@@ -112,12 +96,12 @@ def run(repeats: int = 3) -> list[dict]:
     h, w = image.shape[:2]
     for space in ("rgb", "lab"):
         X = rgb2lab(image).reshape(-1, 3) if space == "lab" else image.reshape(-1, 3) / 255.0
-        theirs = _measure(sk(X, 1), repeats)
+        theirs = measure(sk(X, 1), repeats)
         for label, kwargs in (
             ("defaults", {}),
             ("n_init=1 sample=None", {"n_init": 1, "sample": None}),
         ):
-            ours = _measure(
+            ours = measure(
                 lambda s=space, kw=kwargs: kmeans_color(image, K, color_space=s, **kw), repeats
             )
             rows.append(
@@ -133,13 +117,6 @@ def run(repeats: int = 3) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    cells = [[str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(wd) for c, wd in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(wd) for v, wd in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

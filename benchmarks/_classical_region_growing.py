@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import time
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from _timing import comparison_row, format_table, measure
 from segloc.classical.region_growing import (
     confidence_connected,
     region_grow,
@@ -59,34 +59,8 @@ def _isbi() -> np.ndarray:
     return np.asarray(Image.open(DATA / "isbi2012" / "images" / "1.png"))
 
 
-def _measure(func: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
-    """(best ms, peak MiB, result of the last call), after one warm-up call."""
-    func()
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = func()
-        best = min(best, time.perf_counter() - t0)
-    tracemalloc.start()
-    try:
-        out = func()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return best * 1e3, peak / 2**20, out
 
 
-def _row(task: str, ours: tuple, peer: str, theirs: tuple, agree: str) -> dict:
-    return {
-        "task": task,
-        "segloc_ms": round(ours[0], 2),
-        "peer": peer,
-        "peer_ms": round(theirs[0], 2),
-        "ratio": round(theirs[0] / ours[0], 2),
-        "segloc_peak_MiB": round(ours[1], 1),
-        "peer_peak_MiB": round(theirs[1], 1),
-        "agree": agree,
-    }
 
 
 def first_call_ms() -> dict[str, float]:
@@ -137,16 +111,16 @@ def run(repeats: int = 3) -> list[dict]:
     for size, ndim in ((192, 3), (2048, 2)):
         image = _raised_centre(size, ndim)
         seed = (size // 2,) * ndim
-        ours = _measure(
+        ours = measure(
             lambda im=image, s=seed: confidence_connected(
                 im, [s], multiplier=MULTIPLIER, iterations=ITERATIONS, initial_radius=RADIUS
             ),
             repeats,
         )
-        theirs = _measure(_sitk_confidence(image, seed), repeats)
+        theirs = measure(_sitk_confidence(image, seed), repeats)
         same = np.array_equal(ours[2], sitk.GetArrayFromImage(theirs[2]).astype(bool))
         rows.append(
-            _row(
+            comparison_row(
                 f"confidence connected {'x'.join([str(size)] * ndim)} float32",
                 ours,
                 "SimpleITK ConfidenceConnected",
@@ -157,11 +131,11 @@ def run(repeats: int = 3) -> list[dict]:
 
     image = _raised_centre(2048, 2)
     seed = (1024, 1024)
-    ours = _measure(lambda: region_grow(image, [seed], tolerance=TOLERANCE), repeats)
-    theirs = _measure(lambda: flood(image, seed, tolerance=TOLERANCE, connectivity=1), repeats)
+    ours = measure(lambda: region_grow(image, [seed], tolerance=TOLERANCE), repeats)
+    theirs = measure(lambda: flood(image, seed, tolerance=TOLERANCE, connectivity=1), repeats)
     same = np.array_equal(ours[2] > 0, theirs[2])
     rows.append(
-        _row(
+        comparison_row(
             "tolerance growing 2048x2048 float32, 1 seed",
             ours,
             "skimage flood",
@@ -177,11 +151,11 @@ def run(repeats: int = 3) -> list[dict]:
     for i, s in enumerate(seeds, start=1):
         markers[s] = i
     gradient = sobel(grey)
-    ours = _measure(lambda: seeded_region_growing(grey, seeds), repeats)
-    theirs = _measure(lambda: watershed(gradient, markers), repeats)
+    ours = measure(lambda: seeded_region_growing(grey, seeds), repeats)
+    theirs = measure(lambda: watershed(gradient, markers), repeats)
     share = float(np.mean(ours[2] == theirs[2]))
     rows.append(
-        _row(
+        comparison_row(
             f"seeded region growing {grey.shape[0]}x{grey.shape[1]} uint8 (ISBI), 16 seeds",
             ours,
             "skimage watershed of sobel (reference point, not the same method)",
@@ -192,13 +166,6 @@ def run(repeats: int = 3) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    cells = [[str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(wd) for c, wd in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(wd) for v, wd in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import current_rss_mib, peak_rss_mib, reset_peak_rss  # noqa: E402
+from _timing import current_rss_mib, format_table, peak_rss_mib, reset_peak_rss  # noqa: E402
 from segloc.classical import threshold as th  # noqa: E402
 
 DATA = Path(
@@ -207,13 +207,6 @@ def run(repeats: int = 5) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    cells = [[str(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(wd) for c, wd in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(wd) for v, wd in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

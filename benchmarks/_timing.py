@@ -153,3 +153,49 @@ def format_markdown(rows: list[dict], columns: Sequence[str]) -> str:
 def dumps(obj: dict) -> str:
     """One JSON line for a worker's result."""
     return json.dumps(obj, sort_keys=True)
+
+
+def measure(func: Callable[[], object], repeats: int) -> tuple[float, float, object]:
+    """(best ms, tracemalloc peak MiB, result of the last call) after one warm-up call.
+
+    tracemalloc counts NumPy's allocations, not memory that compiled peers malloc directly.
+    """
+    import tracemalloc
+
+    func()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - t0)
+    tracemalloc.start()
+    try:
+        out = func()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return best * 1e3, peak / 2**20, out
+
+
+def comparison_row(task: str, ours: tuple, peer: str, theirs: tuple, agree: str) -> dict:
+    """One benchmark row; ratio = peer time / segloc time (above 1: segloc is faster)."""
+    return {
+        "task": task,
+        "segloc_ms": round(ours[0], 2),
+        "peer": peer,
+        "peer_ms": round(theirs[0], 2),
+        "ratio": round(theirs[0] / ours[0], 2),
+        "segloc_peak_MiB": round(ours[1], 1),
+        "peer_peak_MiB": round(theirs[1], 1),
+        "agree": agree,
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain aligned text table of dict rows (the keys of the first row are the columns)."""
+    cols = list(rows[0])
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(wd) for v, wd in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)

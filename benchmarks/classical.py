@@ -11,10 +11,6 @@ Run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _classical_clustering  # noqa: E402
 import _classical_region_growing  # noqa: E402
 import _classical_threshold  # noqa: E402
+from _timing import format_markdown, run_header  # noqa: E402
 
 SECTIONS = {
     "threshold": _classical_threshold,
@@ -30,22 +27,15 @@ SECTIONS = {
     "k-means": _classical_clustering,
 }
 
-COLUMNS = ("task", "segloc_ms", "peer", "peer_ms", "ratio", "segloc_peak_MiB", "peer_peak_MiB", "agree")
-
-
-def format_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        cells = []
-        for c in COLUMNS:
-            v = r.get(c, "")
-            cells.append(f"{v:.3g}" if isinstance(v, float) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+COLUMNS = (
+    "task", "segloc_ms", "peer", "peer_ms", "ratio", "segloc_peak_MiB", "peer_peak_MiB", "agree",
+)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", choices=list(SECTIONS), action="append")
     parser.add_argument("--out", help="also write the table (markdown) to this file")
@@ -56,14 +46,10 @@ def main() -> int:
             continue
         print(f"== {name}", flush=True)
         section = module.run(repeats=args.repeats)
-        print(format_markdown(section), flush=True)
+        print(format_markdown(section, COLUMNS), flush=True)
         rows += section
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    header = (
-        f"benchmarks/classical.py --repeats {args.repeats}; commit {commit}; "
-        f"{datetime.date.today()}; {platform.machine()}, {os.cpu_count()} cores"
-    )
-    table = format_markdown(rows)
+    header = run_header(f"python benchmarks/classical.py --repeats {args.repeats}")
+    table = format_markdown(rows, COLUMNS)
     print("\n" + header + "\n" + table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
