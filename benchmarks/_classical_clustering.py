@@ -50,8 +50,6 @@ def _ph2() -> np.ndarray:
     return np.asarray(Image.open(DATA / "ph2" / "images" / "IMD003.jpg"))
 
 
-
-
 def _row(
     task: str, ours: tuple, peer_name: str, theirs: tuple, ours_inertia: float, peer_inertia: float
 ) -> dict:
@@ -115,8 +113,6 @@ def run(repeats: int = 3) -> list[dict]:
                 )
             )
     return rows
-
-
 
 
 if __name__ == "__main__":

@@ -59,10 +59,6 @@ def _isbi() -> np.ndarray:
     return np.asarray(Image.open(DATA / "isbi2012" / "images" / "1.png"))
 
 
-
-
-
-
 def first_call_ms() -> dict[str, float]:
     """Time of the first call of each function on a tiny image: numba compile or cache load.
 
@@ -164,8 +160,6 @@ def run(repeats: int = 3) -> list[dict]:
         )
     )
     return rows
-
-
 
 
 if __name__ == "__main__":

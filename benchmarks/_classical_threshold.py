@@ -207,7 +207,5 @@ def run(repeats: int = 5) -> list[dict]:
     return rows
 
 
-
-
 if __name__ == "__main__":
     print(format_table(run()))

@@ -28,7 +28,14 @@ SECTIONS = {
 }
 
 COLUMNS = (
-    "task", "segloc_ms", "peer", "peer_ms", "ratio", "segloc_peak_MiB", "peer_peak_MiB", "agree",
+    "task",
+    "segloc_ms",
+    "peer",
+    "peer_ms",
+    "ratio",
+    "segloc_peak_MiB",
+    "peer_peak_MiB",
+    "agree",
 )
 
 

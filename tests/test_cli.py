@@ -55,7 +55,9 @@ def test_segment_methods_write_masks(blobs, tmp_path, method_args, capsys):
     path, _ = blobs
     out = tmp_path / "out.png"
     overlay = tmp_path / "ov.png"
-    assert main(["segment", str(path), *method_args, "-o", str(out), "--overlay", str(overlay)]) == 0
+    assert (
+        main(["segment", str(path), *method_args, "-o", str(out), "--overlay", str(overlay)]) == 0
+    )
     mask, _ = io.read_mask(out, kind="labels")
     assert mask.shape == (64, 80)
     # the square with the seed / bright square is found: pixel (row 20, col 20) is foreground
@@ -70,8 +72,20 @@ def test_segment_then_evaluate_and_boxes(blobs, tmp_path, capsys):
     pred_dir = tmp_path / "pred"
     assert main(["segment", str(path), "--method", "otsu", "-o", str(pred_dir / "blobs.png")]) == 0
     csv_path, json_path = tmp_path / "s.csv", tmp_path / "s.json"
-    assert main(["evaluate", str(pred_dir), str(tpath.parent), "--csv", str(csv_path),
-                 "--json", str(json_path)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(pred_dir),
+                str(tpath.parent),
+                "--csv",
+                str(csv_path),
+                "--json",
+                str(json_path),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(json_path.read_text())
     assert doc["cases"][0]["case"] == "blobs"
     assert doc["cases"][0]["dice_1"] > 0.95
@@ -116,8 +130,11 @@ def _run_bad(argv, capsys, *, must_name: str):
 
 def test_segment_missing_file(tmp_path, capsys):
     out = tmp_path / "o.png"
-    _run_bad(["segment", str(tmp_path / "nope.png"), "--method", "otsu", "-o", str(out)], capsys,
-             must_name="nope.png")
+    _run_bad(
+        ["segment", str(tmp_path / "nope.png"), "--method", "otsu", "-o", str(out)],
+        capsys,
+        must_name="nope.png",
+    )
     assert not out.exists()
 
 
@@ -126,29 +143,68 @@ def test_segment_corrupt_file_leaves_no_output(blobs, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(path.read_bytes()[:100])
     out = tmp_path / "outdir"
-    _run_bad(["segment", str(path), str(bad), "--method", "otsu", "-o", str(out)], capsys,
-             must_name="bad.png")
+    _run_bad(
+        ["segment", str(path), str(bad), "--method", "otsu", "-o", str(out)],
+        capsys,
+        must_name="bad.png",
+    )
     # the good input was not written either: inputs are all read before anything is written
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_segment_seed_outside_image(blobs, tmp_path, capsys):
     path, _ = blobs
-    _run_bad(["segment", str(path), "--method", "srg", "--seeds", "500,500", "-o",
-              str(tmp_path / "o.png")], capsys, must_name="seed")
+    _run_bad(
+        [
+            "segment",
+            str(path),
+            "--method",
+            "srg",
+            "--seeds",
+            "500,500",
+            "-o",
+            str(tmp_path / "o.png"),
+        ],
+        capsys,
+        must_name="seed",
+    )
     assert not (tmp_path / "o.png").exists()
 
 
 def test_segment_seed_wrong_dimension(blobs, tmp_path, capsys):
     path, _ = blobs
-    _run_bad(["segment", str(path), "--method", "srg", "--seeds", "5,5,5", "-o",
-              str(tmp_path / "o.png")], capsys, must_name=str(path))
+    _run_bad(
+        [
+            "segment",
+            str(path),
+            "--method",
+            "srg",
+            "--seeds",
+            "5,5,5",
+            "-o",
+            str(tmp_path / "o.png"),
+        ],
+        capsys,
+        must_name=str(path),
+    )
 
 
 def test_segment_missing_parameter(blobs, tmp_path, capsys):
     path, _ = blobs
-    _run_bad(["segment", str(path), "--method", "region-grow", "--seeds", "5,5", "-o",
-              str(tmp_path / "o.png")], capsys, must_name="tolerance")
+    _run_bad(
+        [
+            "segment",
+            str(path),
+            "--method",
+            "region-grow",
+            "--seeds",
+            "5,5",
+            "-o",
+            str(tmp_path / "o.png"),
+        ],
+        capsys,
+        must_name="tolerance",
+    )
 
 
 def test_evaluate_shape_mismatch(blobs, tmp_path, capsys):
@@ -163,7 +219,11 @@ def test_evaluate_shape_mismatch(blobs, tmp_path, capsys):
 def test_evaluate_folders_without_matches(tmp_path, capsys):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    _run_bad(["evaluate", str(tmp_path / "a"), str(tmp_path / "b")], capsys, must_name=str(tmp_path / "a"))
+    _run_bad(
+        ["evaluate", str(tmp_path / "a"), str(tmp_path / "b")],
+        capsys,
+        must_name=str(tmp_path / "a"),
+    )
 
 
 def test_boxes_unknown_format(tmp_path, capsys):
@@ -178,20 +238,26 @@ def test_info_missing(tmp_path, capsys):
 
 
 def test_export_missing_checkpoint(tmp_path, capsys):
-    _run_bad(["export", str(tmp_path / "none.safetensors"), "--onnx", str(tmp_path / "m.onnx")],
-             capsys, must_name="none.safetensors")
+    _run_bad(
+        ["export", str(tmp_path / "none.safetensors"), "--onnx", str(tmp_path / "m.onnx")],
+        capsys,
+        must_name="none.safetensors",
+    )
     assert not (tmp_path / "m.onnx").exists()
 
 
 def test_usage_error_exits_2():
-    proc = subprocess.run([sys.executable, "-m", "segloc.cli", "segment"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segloc.cli", "segment"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "usage" in proc.stderr
 
 
 def test_help_mentions_coordinates():
-    proc = subprocess.run([sys.executable, "-m", "segloc.cli", "segment", "--help"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segloc.cli", "segment", "--help"], capture_output=True, text=True
+    )
     assert proc.returncode == 0
     assert "column,row" in proc.stdout
 
@@ -203,8 +269,23 @@ def test_segment_real_volume_keeps_affine(tmp_path):
     image, meta = io.read_image(src)
     out = tmp_path / "h.nii.gz"
     r, c, s = (n // 2 for n in image.shape)
-    assert main(["segment", str(src), "--method", "confidence", "--seeds", f"{c},{r},{s}",
-                 "-o", str(out), "--overlay", str(tmp_path / "h.png")]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(src),
+                "--method",
+                "confidence",
+                "--seeds",
+                f"{c},{r},{s}",
+                "-o",
+                str(out),
+                "--overlay",
+                str(tmp_path / "h.png"),
+            ]
+        )
+        == 0
+    )
     mask, meta2 = io.read_mask(out)
     assert mask.shape == image.shape
     np.testing.assert_allclose(meta2.affine, meta.affine)
@@ -214,7 +295,8 @@ def test_segment_real_volume_keeps_affine(tmp_path):
 def test_classical_modules_do_not_import_torch():
     code = (
         "import sys; import segloc.io, segloc.masks, segloc.metrics, segloc.viz, segloc.evaluate;"
-        "import segloc.classical.threshold, segloc.classical.region_growing, segloc.classical.clustering;"
+        "import segloc.classical.threshold, segloc.classical.region_growing;"
+        "import segloc.classical.clustering;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -38,7 +38,9 @@ def test_evaluate_spacing_from_files(tmp_path):
     truth[5:15, 5:15, 2:8] = 1
     pred = np.roll(truth, 2, axis=2)
     affine = np.diag([1.0, 1.0, 3.0, 1.0])
-    meta = io.ImageMeta(path=None, format="nifti", spacing=(1.0, 1.0, 3.0), affine=affine, header={})
+    meta = io.ImageMeta(
+        path=None, format="nifti", spacing=(1.0, 1.0, 3.0), affine=affine, header={}
+    )
     (tmp_path / "p").mkdir()
     (tmp_path / "t").mkdir()
     io.write_mask(tmp_path / "p" / "case.nii.gz", pred, meta=meta)

@@ -7,7 +7,12 @@ from segloc import _validation as v
 @pytest.mark.parametrize(
     ("arr", "kwargs", "err", "match"),
     [
-        (np.zeros((2, 3, 4, 5)), {}, ValueError, r"image must be 2D or 3D, got shape \(2, 3, 4, 5\)"),
+        (
+            np.zeros((2, 3, 4, 5)),
+            {},
+            ValueError,
+            r"image must be 2D or 3D, got shape \(2, 3, 4, 5\)",
+        ),
         (np.zeros((0, 3)), {}, ValueError, "must not be empty"),
         (np.array([[1.0, np.nan]]), {}, ValueError, "NaN or infinite"),
         (np.array([["a"]]), {}, TypeError, "numeric array"),

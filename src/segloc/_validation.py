@@ -34,9 +34,7 @@ def check_image(
         If its dimensionality is not in ``ndim``, it is empty, or it holds NaN/inf.
     """
     arr = np.asarray(image)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     ndim = tuple(ndim)
     if arr.ndim not in ndim:

@@ -36,7 +36,9 @@ def parse_point(text: str) -> tuple[int, ...]:
     try:
         values = [int(round(float(v))) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"point must be x,y or x,y,z numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"point must be x,y or x,y,z numbers, got {text!r}"
+        ) from None
     if len(values) not in (2, 3):
         raise argparse.ArgumentTypeError(f"point must be x,y or x,y,z, got {text!r}")
     x, y, *z = values
@@ -44,7 +46,7 @@ def parse_point(text: str) -> tuple[int, ...]:
 
 
 def _output_paths(inputs: Sequence[Path], out: Path | None, default_suffix) -> list[Path]:
-    """One output per input: ``out`` itself for a single input with a suffix, else out/<stem><suffix>."""
+    """One output per input: ``out`` for a single input with a suffix, else out/<stem><suffix>."""
     from segloc.io import case_stem
 
     if out is None:
@@ -80,16 +82,21 @@ def _to_grey(image: np.ndarray, channel: int | None, path: Path) -> np.ndarray:
         if image.ndim != 3 or image.shape[-1] > 4:
             raise UsageError(f"{path}: --channel needs a colour image, got shape {image.shape}")
         if not 0 <= channel < image.shape[-1]:
-            raise UsageError(f"{path}: --channel must be in 0..{image.shape[-1] - 1}, got {channel}")
+            raise UsageError(
+                f"{path}: --channel must be in 0..{image.shape[-1] - 1}, got {channel}"
+            )
         return image[..., channel]
     return image
 
 
 def _is_colour(image: np.ndarray, path: Path) -> bool:
     # (H, W, 3|4) arrays from 2D image files are colour; volumes have many more slices
-    return image.ndim == 3 and image.shape[-1] in (3, 4) and not str(path).lower().endswith(
-        (".nii", ".nii.gz", ".nrrd")
-    ) and not path.is_dir()
+    return (
+        image.ndim == 3
+        and image.shape[-1] in (3, 4)
+        and not str(path).lower().endswith((".nii", ".nii.gz", ".nrrd"))
+        and not path.is_dir()
+    )
 
 
 # --------------------------------------------------------------------------- commands
@@ -102,7 +109,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.images]
     outs = _output_paths(inputs, Path(args.output) if args.output else None, _mask_suffix)
     overlays = (
-        _output_paths(inputs, Path(args.overlay), lambda p: "_overlay.png") if args.overlay else None
+        _output_paths(inputs, Path(args.overlay), lambda p: "_overlay.png")
+        if args.overlay
+        else None
     )
     seeds = args.seeds or None
     # read and check everything first, so a bad input leaves no partial outputs behind
@@ -112,7 +121,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
             for s in seeds:
                 grey_ndim = image.ndim - (1 if _is_colour(image, path) else 0)
                 if len(s) != grey_ndim:
-                    raise UsageError(f"{path}: seed {s} has {len(s)} coordinates for a {grey_ndim}D image")
+                    raise UsageError(
+                        f"{path}: seed {s} has {len(s)} coordinates for a {grey_ndim}D image"
+                    )
     results = []
     for path, (image, meta) in zip(inputs, loaded, strict=True):
         image = _to_grey(image, args.channel, path)
@@ -123,12 +134,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
             image = rgb2gray(image[..., :3])
             colour = False
         result = segment(
-            image, args.method, seeds=seeds, value=args.value, classes=args.classes,
-            block_size=args.block, local_method=args.local_method, offset=args.offset,
-            low=args.low, high=args.high, tolerance=args.tolerance,
-            connectivity=args.connectivity, multiplier=args.multiplier,
-            iterations=args.iterations, initial_radius=args.radius, k=args.k,
-            color_space=args.color_space, spatial_weight=args.spatial_weight, seed=args.seed,
+            image,
+            args.method,
+            seeds=seeds,
+            value=args.value,
+            classes=args.classes,
+            block_size=args.block,
+            local_method=args.local_method,
+            offset=args.offset,
+            low=args.low,
+            high=args.high,
+            tolerance=args.tolerance,
+            connectivity=args.connectivity,
+            multiplier=args.multiplier,
+            iterations=args.iterations,
+            initial_radius=args.radius,
+            k=args.k,
+            color_space=args.color_space,
+            spatial_weight=args.spatial_weight,
+            seed=args.seed,
             channel_axis=-1 if colour else None,
         )
         if args.invert:
@@ -166,21 +190,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     classes = [int(c) for c in args.report.split(",")] if args.report else None
     result = evaluate_paths(
-        args.pred, args.truth, num_classes=args.classes, classes=classes,
-        ignore_index=args.ignore_index, truth_suffix=args.truth_suffix, empty=args.empty,
+        args.pred,
+        args.truth,
+        num_classes=args.classes,
+        classes=classes,
+        ignore_index=args.ignore_index,
+        truth_suffix=args.truth_suffix,
+        empty=args.empty,
         surface=not args.no_surface,
     )
     cols = [c for c in result.columns]
     width = max(8, *(len(r["case"]) for r in result.rows))
     print(f"{'case':<{width}}  " + "  ".join(f"{c:>9}" for c in cols))
     for row in result.rows:
-        print(f"{row['case']:<{width}}  " + "  ".join(f"{row.get(c, float('nan')):9.4f}" for c in cols))
+        print(
+            f"{row['case']:<{width}}  "
+            + "  ".join(f"{row.get(c, float('nan')):9.4f}" for c in cols)
+        )
     summary = result.summary()
     for stat in ("mean", "std", "median"):
         print(f"{stat:<{width}}  " + "  ".join(f"{summary[stat][c]:9.4f}" for c in cols))
     for name, items in (("prediction", result.unmatched_pred), ("truth", result.unmatched_truth)):
         if items:
-            print(f"warning: {len(items)} {name} file(s) without a match, e.g. {items[0]}", file=sys.stderr)
+            print(
+                f"warning: {len(items)} {name} file(s) without a match, e.g. {items[0]}",
+                file=sys.stderr,
+            )
     if args.csv:
         result.to_csv(args.csv)
     if args.json:
@@ -201,7 +236,8 @@ def cmd_boxes(args: argparse.Namespace) -> int:
         "box_format": "xyxy" if labels.ndim == 2 else "xyzxyz",
         "convention": "half-open pixel edges; x = column, y = row, z = slice",
         "objects": [
-            {**o, "bbox": masks.box_to_coco(o["box"]) if labels.ndim == 2 else None} for o in objects
+            {**o, "bbox": masks.box_to_coco(o["box"]) if labels.ndim == 2 else None}
+            for o in objects
         ],
     }
     text = json.dumps(doc, indent=2)
@@ -224,13 +260,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"dtype:    {image.dtype}")
     print(f"spacing:  {tuple(round(float(s), 6) for s in meta.spacing)}")
     if meta.affine is not None:
-        print("affine:   " + np.array2string(np.asarray(meta.affine), precision=4).replace("\n", "\n          "))
+        print(
+            "affine:   "
+            + np.array2string(np.asarray(meta.affine), precision=4).replace("\n", "\n          ")
+        )
     finite = image[np.isfinite(image)] if np.issubdtype(image.dtype, np.floating) else image
-    print(f"range:    {finite.min() if finite.size else 'n/a'} .. {finite.max() if finite.size else 'n/a'}")
+    print(
+        f"range:    {finite.min() if finite.size else 'n/a'} .. "
+        f"{finite.max() if finite.size else 'n/a'}"
+    )
     values = np.unique(image) if image.size <= 50_000_000 else None
     if values is not None and values.size <= 32:
         counts = [int(np.count_nonzero(image == v)) for v in values]
-        print("labels:   " + ", ".join(f"{v}: {c}" for v, c in zip(values.tolist(), counts, strict=True)))
+        print(
+            "labels:   "
+            + ", ".join(f"{v}: {c}" for v, c in zip(values.tolist(), counts, strict=True))
+        )
     elif values is not None:
         print(f"values:   {values.size} distinct")
     return 0
@@ -276,35 +321,72 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "segment", help="classical segmentation of images or volumes",
+        "segment",
+        help="classical segmentation of images or volumes",
         description="Segment images with a classical method and write masks in the input's format "
         "(PNG for 2D images, NIfTI/NRRD for volumes). " + COORDS_HELP,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, NIfTI, NRRD) or DICOM folders")
-    p.add_argument("--method", required=True, choices=[
-        "fixed", "otsu", "li", "yen", "triangle", "multiotsu", "local", "hysteresis",
-        "region-grow", "srg", "confidence", "kmeans"])
-    p.add_argument("-o", "--output", required=True,
-                   help="output file (one input) or folder (several inputs; names keep the input stems)")
+    p.add_argument(
+        "images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, NIfTI, NRRD) or DICOM folders"
+    )
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=[
+            "fixed",
+            "otsu",
+            "li",
+            "yen",
+            "triangle",
+            "multiotsu",
+            "local",
+            "hysteresis",
+            "region-grow",
+            "srg",
+            "confidence",
+            "kmeans",
+        ],
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file (one input) or folder (several inputs; names keep the input stems)",
+    )
     p.add_argument("--overlay", help="overlay PNG (one input) or folder of overlays")
-    p.add_argument("--channel", type=int, help="use this channel of a colour image (e.g. 1 = FLAIR in LGG)")
+    p.add_argument(
+        "--channel", type=int, help="use this channel of a colour image (e.g. 1 = FLAIR in LGG)"
+    )
     p.add_argument("--invert", action="store_true", help="objects are darker than the threshold")
     g = p.add_argument_group("threshold options")
     g.add_argument("--value", type=float, help="threshold for --method fixed")
-    g.add_argument("--classes", type=int, default=3, help="classes for multiotsu (background included)")
+    g.add_argument(
+        "--classes", type=int, default=3, help="classes for multiotsu (background included)"
+    )
     g.add_argument("--block", type=int, default=35, help="odd block size for --method local")
     g.add_argument("--local-method", default="gaussian", choices=["gaussian", "mean"])
     g.add_argument("--offset", type=float, default=0.0, help="subtracted from the local threshold")
     g.add_argument("--low", type=float, help="low threshold for hysteresis")
     g.add_argument("--high", type=float, help="high threshold for hysteresis")
     g = p.add_argument_group("region growing options")
-    g.add_argument("--seeds", nargs="+", type=parse_point, metavar="X,Y[,Z]",
-                   help="seed points as column,row[,slice]")
+    g.add_argument(
+        "--seeds",
+        nargs="+",
+        type=parse_point,
+        metavar="X,Y[,Z]",
+        help="seed points as column,row[,slice]",
+    )
     g.add_argument("--tolerance", type=float, help="max difference to the seed value (region-grow)")
-    g.add_argument("--connectivity", type=int, default=1,
-                   help="1 or 4/8 (2D), 1..3 or 6/18/26 (3D); 1 = faces only")
-    g.add_argument("--multiplier", type=float, default=2.5, help="confidence: mean +/- multiplier*std")
+    g.add_argument(
+        "--connectivity",
+        type=int,
+        default=1,
+        help="1 or 4/8 (2D), 1..3 or 6/18/26 (3D); 1 = faces only",
+    )
+    g.add_argument(
+        "--multiplier", type=float, default=2.5, help="confidence: mean +/- multiplier*std"
+    )
     g.add_argument("--iterations", type=int, default=2, help="confidence: re-estimations")
     g.add_argument("--radius", type=int, default=1, help="confidence: initial neighbourhood radius")
     g = p.add_argument_group("k-means options")
@@ -316,30 +398,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--open", type=int, default=0, metavar="R", help="opening with radius R")
     g.add_argument("--close", type=int, default=0, metavar="R", help="closing with radius R")
     g.add_argument("--fill-holes", action="store_true")
-    g.add_argument("--min-size", type=int, default=0, help="remove objects smaller than this (pixels)")
+    g.add_argument(
+        "--min-size", type=int, default=0, help="remove objects smaller than this (pixels)"
+    )
     g.add_argument("--keep-largest", action="store_true")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser(
-        "evaluate", help="score predicted masks against ground truth (files or folders)",
-        description="Dice, IoU and HD95 per class and case; folders are matched by file stem, recursively.",
+        "evaluate",
+        help="score predicted masks against ground truth (files or folders)",
+        description="Dice, IoU and HD95 per class and case; "
+        "folders are matched by file stem, recursively.",
     )
     p.add_argument("pred", help="prediction file or folder")
     p.add_argument("truth", help="ground-truth file or folder")
-    p.add_argument("--classes", type=int, help="number of labels including background (default: inferred)")
+    p.add_argument(
+        "--classes", type=int, help="number of labels including background (default: inferred)"
+    )
     p.add_argument("--report", help="comma-separated classes to report (default: all foreground)")
     p.add_argument("--ignore-index", type=int, help="truth label to ignore (CamVid void = 11)")
     p.add_argument("--truth-suffix", default="", help="suffix of truth stems, e.g. _mask")
-    p.add_argument("--empty", default="nan", choices=["nan", "one", "zero"],
-                   help="score of a class absent from both prediction and truth")
+    p.add_argument(
+        "--empty",
+        default="nan",
+        choices=["nan", "one", "zero"],
+        help="score of a class absent from both prediction and truth",
+    )
     p.add_argument("--no-surface", action="store_true", help="skip HD95 (faster)")
     p.add_argument("--csv", help="write per-case rows and summary to this CSV")
     p.add_argument("--json", help="write per-case rows and summary to this JSON")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("boxes", help="boxes of the objects in a mask (COCO-style JSON)",
-                       description="One entry per connected object of each class: class, box, area. "
-                       "Boxes are xyxy with half-open pixel edges (x = column).")
+    p = sub.add_parser(
+        "boxes",
+        help="boxes of the objects in a mask (COCO-style JSON)",
+        description="One entry per connected object of each class: class, box, area. "
+        "Boxes are xyxy with half-open pixel edges (x = column).",
+    )
     p.add_argument("mask")
     p.add_argument("-o", "--output", help="JSON file (default: print)")
     p.add_argument("--connectivity", type=int, default=1)
@@ -358,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dataset", help="inspect a dataset folder (images/ + labels/ or masks/)")
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
-    q = dsub.add_parser("check", help="unmatched files, shapes, spacings, label values, class balance")
+    q = dsub.add_parser(
+        "check", help="unmatched files, shapes, spacings, label values, class balance"
+    )
     q.add_argument("dir")
     q.add_argument("--images", help="image folder inside DIR (default: images)")
     q.add_argument("--labels", help="label folder inside DIR (default: labels or masks)")

@@ -23,9 +23,9 @@ from segloc.classical import clustering, region_growing, threshold
 @dataclass
 class Case:
     name: str
-    image: np.ndarray       # what the method sees
-    display: np.ndarray     # what the pictures show
-    truth: np.ndarray       # bool
+    image: np.ndarray  # what the method sees
+    display: np.ndarray  # what the pictures show
+    truth: np.ndarray  # bool
     spacing: tuple[float, ...]
 
 
@@ -50,7 +50,9 @@ def interior_seed(truth: np.ndarray) -> tuple[int, ...]:
 
 
 def isbi_cases(root: Path) -> Iterator[Case]:
-    for label_path in sorted((root / "isbi2012" / "labels").glob("*.png"), key=lambda p: int(p.stem)):
+    for label_path in sorted(
+        (root / "isbi2012" / "labels").glob("*.png"), key=lambda p: int(p.stem)
+    ):
         image, _ = io.read_image(root / "isbi2012" / "images" / label_path.name)
         truth, _ = io.read_mask(label_path)  # 255 = cell interior -> True
         yield Case(f"isbi_{label_path.stem}", image, image, truth, (1.0, 1.0))
@@ -68,8 +70,11 @@ def lgg_cases(root: Path) -> Iterator[Case]:
         truth, _ = io.read_mask(mask_path)
         if not truth.any():
             continue  # region growing needs a structure to click on
-        image_path = mask_path.parent.parent.parent / "images" / mask_path.parent.name / (
-            mask_path.name.replace("_mask.png", ".png")
+        image_path = (
+            mask_path.parent.parent.parent
+            / "images"
+            / mask_path.parent.name
+            / (mask_path.name.replace("_mask.png", ".png"))
         )
         rgb, _ = io.read_image(image_path)
         yield Case(io.case_stem(image_path), rgb[..., 1], rgb, truth, (1.0, 1.0))
@@ -160,21 +165,41 @@ def run_task(
         if i < panels:
             stem = f"{dataset}_{method}_{case.name}"
             viz.comparison_panel(
-                case.display, case.truth.astype(np.int32), pred.astype(np.int32),
-                out / f"{stem}_panel.png", dice=d, title=f"{method} on {case.name}",
+                case.display,
+                case.truth.astype(np.int32),
+                pred.astype(np.int32),
+                out / f"{stem}_panel.png",
+                dice=d,
+                title=f"{method} on {case.name}",
             )
             if pred.ndim == 2:
-                viz.save_png(out / f"{stem}_overlay.png", viz.overlay_mask(case.display, pred.astype(np.int32)))
+                viz.save_png(
+                    out / f"{stem}_overlay.png",
+                    viz.overlay_mask(case.display, pred.astype(np.int32)),
+                )
             else:
-                viz.save_png(out / f"{stem}_montage.png", viz.montage(case.display, labels=pred.astype(np.int32)))
+                viz.save_png(
+                    out / f"{stem}_montage.png",
+                    viz.montage(case.display, labels=pred.astype(np.int32)),
+                )
     if not dices:
         raise ValueError(f"{dataset}: no cases found")
-    return Row(method, dataset, len(dices), float(np.mean(dices)), float(np.mean(ious)),
-               float(np.nanmean(hds)) if np.isfinite(hds).any() else math.nan, seconds)
+    return Row(
+        method,
+        dataset,
+        len(dices),
+        float(np.mean(dices)),
+        float(np.mean(ious)),
+        float(np.nanmean(hds)) if np.isfinite(hds).any() else math.nan,
+        seconds,
+    )
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'method':<12} {'dataset':<28} {'cases':>5} {'Dice':>7} {'IoU':>7} {'HD95':>8} {'seconds':>8}"
+    head = (
+        f"{'method':<12} {'dataset':<28} {'cases':>5} {'Dice':>7} {'IoU':>7} "
+        f"{'HD95':>8} {'seconds':>8}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
@@ -184,16 +209,24 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(data: Path, out: Path, *, hippocampus_limit: int = 20, ph2_limit: int = 150) -> list[Row]:
+def run_demo(
+    data: Path, out: Path, *, hippocampus_limit: int = 20, ph2_limit: int = 150
+) -> list[Row]:
     """Run every demo task, print the table, write pictures and ``results.csv`` to ``out``."""
     data = Path(data)
     if not (data / "isbi2012").is_dir():
-        raise ValueError(f"{data}: not the shared data folder (no isbi2012/ inside); set SEGLOC_DATA")
+        raise ValueError(
+            f"{data}: not the shared data folder (no isbi2012/ inside); set SEGLOC_DATA"
+        )
     out.mkdir(parents=True, exist_ok=True)
     tasks = [
         ("otsu", "isbi2012 (cell interior)", lambda: isbi_cases(data)),
         ("kmeans", "isbi2012 (cell interior)", lambda: isbi_cases(data)),
-        ("confidence", "hippocampus (labels 1+2)", lambda: hippocampus_cases(data, hippocampus_limit)),
+        (
+            "confidence",
+            "hippocampus (labels 1+2)",
+            lambda: hippocampus_cases(data, hippocampus_limit),
+        ),
         ("confidence", "lgg_mri FLAIR (tumour)", lambda: lgg_cases(data)),
         ("multiotsu", "ph2 (lesion)", lambda: ph2_cases(data, ph2_limit)),
         ("kmeans-lab", "ph2 (lesion)", lambda: ph2_cases(data, ph2_limit)),
@@ -208,7 +241,8 @@ def run_demo(data: Path, out: Path, *, hippocampus_limit: int = 20, ph2_limit: i
     print()
     print(table)
     csv_lines = ["method,dataset,cases,dice,iou,hd95,seconds"] + [
-        f"{r.method},{r.dataset},{r.cases},{r.dice:.4f},{r.iou:.4f},{r.hd95:.3f},{r.seconds:.3f}" for r in rows
+        f"{r.method},{r.dataset},{r.cases},{r.dice:.4f},{r.iou:.4f},{r.hd95:.3f},{r.seconds:.3f}"
+        for r in rows
     ]
     from segloc._validation import atomic_path
 

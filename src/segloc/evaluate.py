@@ -41,7 +41,7 @@ def evaluate_case(
     empty: str = "nan",
     surface: bool = True,
 ) -> dict[str, float]:
-    """Return ``{"dice_<c>": ..., "iou_<c>": ..., "hd95_<c>": ..., "dice": mean, ...}`` for one case.
+    """Return ``{"dice_<c>", "iou_<c>", "hd95_<c>", "dice" (mean over classes), ...}`` for a case.
 
     Parameters
     ----------
@@ -58,12 +58,18 @@ def evaluate_case(
     """
     pred, truth = as_labels(pred), as_labels(truth)
     if pred.shape != truth.shape:
-        raise ValueError(f"prediction and truth must have the same shape, got {pred.shape} and {truth.shape}")
+        raise ValueError(
+            f"prediction and truth must have the same shape, got {pred.shape} and {truth.shape}"
+        )
     if num_classes is None:
         valid = truth[truth != ignore_index] if ignore_index is not None else truth
         num_classes = int(max(valid.max(initial=0), pred.max(initial=0), 1)) + 1
     overlap = metrics.overlap_scores(
-        pred, truth, num_classes=num_classes, ignore_index=ignore_index, empty=empty,
+        pred,
+        truth,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        empty=empty,
         include_background=True,
     )
     wanted = list(classes) if classes is not None else list(range(1, num_classes))
@@ -105,7 +111,7 @@ class Evaluation:
         return cols
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """``{"mean": {...}, "std": {...}, "median": {...}, "n": {...}}`` over cases (nan ignored)."""
+        """Mean, std, median and count (``n``) of every column over cases, nan ignored."""
         out: dict[str, dict[str, float]] = {"mean": {}, "std": {}, "median": {}, "n": {}}
         for col in self.columns:
             vals = np.array([r.get(col, math.nan) for r in self.rows], dtype=float)
@@ -135,7 +141,9 @@ class Evaluation:
         """Write ``{"cases": rows, "summary": ..., "unmatched": ...}`` (nan as null), atomically."""
         doc = {
             "cases": [{k: _json_value(v) for k, v in r.items()} for r in self.rows],
-            "summary": {s: {k: _json_value(v) for k, v in d.items()} for s, d in self.summary().items()},
+            "summary": {
+                s: {k: _json_value(v) for k, v in d.items()} for s, d in self.summary().items()
+            },
             "unmatched": {"prediction": self.unmatched_pred, "truth": self.unmatched_truth},
         }
         with atomic_path(path) as tmp:
@@ -179,7 +187,9 @@ def evaluate_paths(
             raise ValueError(f"{pred}: no prediction file matches a truth file in {truth}")
     else:
         pairs, un_p, un_t = [(pred, truth)], [], []
-    result = Evaluation(unmatched_pred=[str(p) for p in un_p], unmatched_truth=[str(t) for t in un_t])
+    result = Evaluation(
+        unmatched_pred=[str(p) for p in un_p], unmatched_truth=[str(t) for t in un_t]
+    )
     for p_path, t_path in pairs:
         p, _ = io.read_mask(p_path, kind=kind)
         t, t_meta = io.read_mask(t_path, kind=kind)
@@ -189,8 +199,14 @@ def evaluate_paths(
             )
         spacing = t_meta.spacing if len(t_meta.spacing) == t.ndim else None
         row = evaluate_case(
-            p, t, num_classes=num_classes, classes=classes, ignore_index=ignore_index,
-            spacing=spacing, empty=empty, surface=surface,
+            p,
+            t,
+            num_classes=num_classes,
+            classes=classes,
+            ignore_index=ignore_index,
+            spacing=spacing,
+            empty=empty,
+            surface=surface,
         )
         result.rows.append({"case": io.case_stem(t_path), **row})
     return result

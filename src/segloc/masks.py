@@ -60,8 +60,6 @@ _INT32_MAX = np.iinfo(np.int32).max
 # --------------------------------------------------------------------------- private checks
 
 
-
-
 def _values_preview(values: np.ndarray, limit: int = 10) -> str:
     """Short list of values for error messages (large masks have many)."""
     shown = values[:limit].tolist()

@@ -21,8 +21,16 @@ from segloc._validation import atomic_path, check_choice, check_image
 # matplotlib's "tab10", which stay tellable apart for most colour-vision deficiencies.
 _PALETTE = np.array(
     [
-        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
     ],
     dtype=np.uint8,
 )
@@ -135,10 +143,12 @@ def draw_boxes(
         # half-open edges: the last pixel inside the box is x1 - 1
         draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=color, width=width)
         text = " ".join(
-            t for t in (
+            t
+            for t in (
                 labels[i] if labels is not None else "",
                 f"{scores[i]:.2f}" if scores is not None else "",
-            ) if t
+            )
+            if t
         )
         if text:
             tx, ty = x0, max(0.0, y0 - 12)
@@ -165,7 +175,9 @@ def montage(
     volume = check_image(volume, name="volume", ndim=(3,))
     check_choice(axis, (0, 1, 2), name="axis")
     if labels is not None and np.shape(labels) != volume.shape:
-        raise ValueError(f"labels must have the volume's shape {volume.shape}, got {np.shape(labels)}")
+        raise ValueError(
+            f"labels must have the volume's shape {volume.shape}, got {np.shape(labels)}"
+        )
     depth = volume.shape[axis]
     lo, hi = 0, depth - 1
     if labels is not None and np.any(labels):
@@ -227,13 +239,17 @@ def comparison_panel(
 
     image, truth, pred = np.asarray(image), np.asarray(truth), np.asarray(pred)
     if truth.shape != pred.shape:
-        raise ValueError(f"truth and pred must have the same shape, got {truth.shape} and {pred.shape}")
+        raise ValueError(
+            f"truth and pred must have the same shape, got {truth.shape} and {pred.shape}"
+        )
     is_colour = image.ndim == 3 and image.shape[-1] in (3, 4) and truth.ndim == 2
     if truth.ndim == 3:
         k = _middle_slice(image, truth, axis)
         image, truth, pred = (np.take(a, k, axis=axis) for a in (image, truth, pred))
     elif not is_colour and image.shape != truth.shape:
-        raise ValueError(f"image and truth must have the same shape, got {image.shape} and {truth.shape}")
+        raise ValueError(
+            f"image and truth must have the same shape, got {image.shape} and {truth.shape}"
+        )
     n = int(max(np.max(truth), np.max(pred), 1))
     colors = label_colors(n)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))

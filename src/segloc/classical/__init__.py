@@ -69,7 +69,9 @@ def segment(
         raise ValueError(f"method {method!r} needs at least one seed")
     colour = channel_axis is not None
     if colour and method not in ("region-grow", "kmeans"):
-        raise ValueError(f"method {method!r} needs a grey image; choose a channel of the colour image")
+        raise ValueError(
+            f"method {method!r} needs a grey image; choose a channel of the colour image"
+        )
 
     if method in ("fixed", "otsu", "li", "yen", "triangle", "multiotsu", "local", "hysteresis"):
         from segloc.classical import threshold as th
@@ -88,8 +90,12 @@ def segment(
             if low is None or high is None:
                 raise ValueError("method 'hysteresis' needs low and high thresholds")
             return th.apply_hysteresis_threshold(image, low, high)
-        func = {"otsu": th.threshold_otsu, "li": th.threshold_li, "yen": th.threshold_yen,
-                "triangle": th.threshold_triangle}[method]
+        func = {
+            "otsu": th.threshold_otsu,
+            "li": th.threshold_li,
+            "yen": th.threshold_yen,
+            "triangle": th.threshold_triangle,
+        }[method]
         return image > func(image)
 
     if method in _NEEDS_SEEDS:
@@ -99,13 +105,21 @@ def segment(
             if tolerance is None:
                 raise ValueError("method 'region-grow' needs a tolerance")
             return rg.region_grow(
-                image, seeds, tolerance=tolerance, connectivity=connectivity, channel_axis=channel_axis
+                image,
+                seeds,
+                tolerance=tolerance,
+                connectivity=connectivity,
+                channel_axis=channel_axis,
             )
         if method == "srg":
             return rg.seeded_region_growing(image, seeds, connectivity=connectivity)
         return rg.confidence_connected(
-            image, seeds, multiplier=multiplier, iterations=iterations,
-            initial_radius=initial_radius, connectivity=connectivity,
+            image,
+            seeds,
+            multiplier=multiplier,
+            iterations=iterations,
+            initial_radius=initial_radius,
+            connectivity=connectivity,
         )
 
     from segloc.classical import clustering

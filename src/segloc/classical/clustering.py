@@ -79,8 +79,6 @@ def _check_k_distinct(k: int, n_distinct: int, what: str = "values") -> None:
         raise ValueError(f"k must be <= the number of distinct {what} ({n_distinct}), got {k}")
 
 
-
-
 # ----------------------------------------------------------------------------------------------
 # exact 1-D k-means
 

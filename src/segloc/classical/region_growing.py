@@ -113,8 +113,6 @@ def _check_nonnegative(value: Any, *, name: str) -> float:
     return float(check_positive(value, name=name, strict=False))
 
 
-
-
 def _numeric(arr: np.ndarray) -> np.ndarray:
     """C-contiguous array of a dtype the kernels compile for (bool as 0/1 bytes, float16 up)."""
     if arr.dtype == np.bool_:

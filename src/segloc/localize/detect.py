@@ -63,8 +63,6 @@ __all__ = [
 # --------------------------------------------------------------------------- checks
 
 
-
-
 def _check_threshold(value: Any) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"threshold must be a number, got {type(value).__name__}")

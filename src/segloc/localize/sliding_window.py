@@ -74,8 +74,6 @@ def _pair_of_ints(value: Any, *, name: str, minimum: int = 1) -> tuple[int, int]
     return int(vals[0]), int(vals[1])
 
 
-
-
 def _check_scale(scale: Any) -> float:
     check_positive(scale, name="scale")
     if scale <= 1:

@@ -25,8 +25,6 @@ from segloc.nn.blocks import NORMS, PADDINGS, UP_MODES, ConvBlock, Down, Up, con
 __all__ = ["UNet", "overlap_tile_predict", "unet3d"]
 
 
-
-
 def _fmt(size: Sequence[int]) -> str:
     return "x".join(str(s) for s in size)
 
