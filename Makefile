@@ -32,8 +32,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# timings against the peers; run on an otherwise idle machine
 bench: $(STAMP)
-	$(PY) benchmarks/classical.py
+	$(PY) benchmarks/classical.py --out benchmarks/results/classical.md
+	$(PY) benchmarks/models.py --out benchmarks/results/models.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
