@@ -223,13 +223,14 @@ def _texture_bins(image: np.ndarray) -> np.ndarray:
     for c in range(image.shape[2]):
         gy = ndi.gaussian_filter(image[..., c], 1.0, order=(1, 0))
         gx = ndi.gaussian_filter(image[..., c], 1.0, order=(0, 1))
-        for o, t in enumerate(angles):
-            # Half-wave rectified directional derivative: opposite orientations (a dark-to-
-            # light edge and a light-to-dark one) fall in different histograms, 8 in all.
-            d = np.maximum(np.cos(t) * gx + np.sin(t) * gy, 0.0)
-            top = d.max()
-            scaled = d / top if top > 0 else d
-            out[..., c, o] = np.minimum((scaled * TEXTURE_BINS).astype(np.int64), TEXTURE_BINS - 1)
+        # Half-wave rectified directional derivatives: opposite orientations (a dark-to-light
+        # edge and a light-to-dark one) fall in different histograms, 8 in all.
+        d = np.stack([np.maximum(np.cos(t) * gx + np.sin(t) * gy, 0.0) for t in angles], axis=-1)
+        # One scale per channel, not per orientation: an orientation with only rounding noise
+        # must stay in the first bin rather than be stretched to the full range.
+        top = d.max()
+        scaled = d / top if top > 0 else d
+        out[..., c, :] = np.minimum((scaled * TEXTURE_BINS).astype(np.int64), TEXTURE_BINS - 1)
     return out
 
 
@@ -237,7 +238,8 @@ def texture_histograms(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """L1-normalised texture histograms of every label [UI]_.
 
     Gaussian derivatives (sigma = 1) of each channel in 8 orientations, half-wave rectified,
-    scaled by the image's maximum response and cut in 10 bins: ``C * 8 * 10`` bins per region.
+    scaled by the channel's maximum response over all orientations and cut in 10 bins:
+    ``C * 8 * 10`` bins per region.
 
     Returns
     -------
