@@ -37,6 +37,7 @@ import heapq
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import ndimage as ndi
 from skimage import color
 from skimage.segmentation import felzenszwalb
@@ -127,7 +128,7 @@ def histogram_intersection(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
     return np.minimum(h1, h2).sum(axis=-1)
 
 
-def size_similarity(size_i, size_j, size_image: float):
+def size_similarity(size_i: ArrayLike, size_j: ArrayLike, size_image: float) -> np.ndarray:
     """Selective search size similarity ``1 - (size_i + size_j) / size_image`` [UI]_.
 
     Examples
@@ -138,7 +139,9 @@ def size_similarity(size_i, size_j, size_image: float):
     return 1.0 - (np.asarray(size_i) + np.asarray(size_j)) / float(size_image)
 
 
-def fill_similarity(size_i, size_j, box_i, box_j, size_image: float):
+def fill_similarity(
+    size_i: ArrayLike, size_j: ArrayLike, box_i: ArrayLike, box_j: ArrayLike, size_image: float
+) -> np.ndarray:
     """Selective search fill similarity ``1 - (size_BB_ij - size_i - size_j) / size_image`` [UI]_.
 
     ``size_BB_ij`` is the area of the tightest box around both regions' boxes (segloc
@@ -185,7 +188,9 @@ def region_adjacency(labels: np.ndarray) -> np.ndarray:
     return np.stack([key // n, key % n], axis=1)
 
 
-def _binned_histograms(labels: np.ndarray, bins: np.ndarray, n_labels: int, n_bins: int):
+def _binned_histograms(
+    labels: np.ndarray, bins: np.ndarray, n_labels: int, n_bins: int
+) -> np.ndarray:
     """Per-label counts of ``bins`` (integers in [0, n_bins)), shape (n_labels, n_bins)."""
     flat = labels.ravel().astype(np.int64) * n_bins + bins.ravel()
     return np.bincount(flat, minlength=n_labels * n_bins).reshape(n_labels, n_bins)
@@ -196,7 +201,9 @@ def _l1(h: np.ndarray) -> np.ndarray:
     return h / np.where(s > 0, s, 1)
 
 
-def color_histograms(image: np.ndarray, labels: np.ndarray, *, bins: int = COLOR_BINS):
+def color_histograms(
+    image: np.ndarray, labels: np.ndarray, *, bins: int = COLOR_BINS
+) -> np.ndarray:
     """L1-normalised colour histograms of every label, ``bins`` per channel [UI]_.
 
     Parameters
