@@ -39,11 +39,12 @@ segloc's inference is also timed with the speed-ups under consideration, one row
 input), batch normalisation folded into the preceding convolution, both together,
 ``segloc.nn.fast.optimize_for_inference`` (folding + channels-last weights, input left as it
 is: what a user gets), ONNX Runtime on a ``segloc.nn.export.export_onnx`` file (session limited
-to ``--threads`` intra-op threads) and, with ``--compile``, ``torch.compile`` (inductor; compile
-time in the note; the row is dropped if compiling takes over a minute). One MONAI row applies
-``optimize_for_inference`` to MONAI's model, to show how much of a gap is the network and how
-much the trick. ``max_abs_diff`` compares each variant's logits with the plain eval-mode
-model's (batch-norm running statistics are randomised first, so a wrong folding shows).
+to ``--threads`` intra-op threads) and, with ``--compile``, ``torch.compile`` (inductor with
+freezing; compile time in the note; no time is given if compiling takes over a minute).
+One MONAI row applies ``optimize_for_inference`` to MONAI's model, to show how much of a gap
+is the network and how much the trick. ``max_abs_diff`` compares each variant's logits with
+the plain eval-mode model's (batch-norm running statistics are randomised first, so a wrong
+folding shows).
 
 Run it on an otherwise idle machine; the header of the result records the load average.
 """
@@ -118,10 +119,12 @@ def build_model(pair: str, impl: str, monai_norm: str):
         return VNet(1, 2)
     from monai.networks import nets
 
+    # MONAI's default is ("instance", {"affine": True}); the bare name would drop the affine part.
+    norm = ("instance", {"affine": True}) if monai_norm == "instance" else monai_norm
     if pair == "unet":
-        return nets.BasicUNet(2, 1, 2, features=FEATURES, norm=monai_norm)
+        return nets.BasicUNet(2, 1, 2, features=FEATURES, norm=norm)
     if pair == "unetpp":
-        return nets.BasicUNetPlusPlus(2, 1, 2, features=FEATURES, norm=monai_norm)
+        return nets.BasicUNetPlusPlus(2, 1, 2, features=FEATURES, norm=norm)
     return nets.VNet(3, 1, 2)
 
 
@@ -212,6 +215,11 @@ def worker(spec: dict) -> dict:
                 return torch.from_numpy(session.run(None, {name: x_np})[0])
 
         elif variant == "torch.compile":
+            import torch._inductor.config
+
+            # Freezing folds batch norms and pre-packs weights; without it inductor's CPU code was
+            # twice as slow again as with it (and both slower than eager) in our runs.
+            torch._inductor.config.freezing = True
             run = torch.compile(run)
             with torch.inference_mode():
                 run(x_run)  # compiles
@@ -376,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         f"MONAI BasicUNet/BasicUNetPlusPlus built with norm={args.monai_norm!r} (segloc's models: "
         f"batch norm); {args.threads} threads; best of {repeats} timed calls after 1 warm-up, "
         f"best of {args.rounds} round(s); ratio = MONAI eager time / row time (> 1: segloc "
-        f"faster); peak_MiB = RSS high-water mark over the RSS after construction."
+        f"faster); peak_MiB = RSS high-water mark over the RSS after construction; load "
+        f"average at the end {_timing.load_average()}."
     )
     print("\n" + header + "\n" + config + "\n\n" + table + "\n\n" + summary)
     if args.out:
