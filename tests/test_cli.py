@@ -319,3 +319,12 @@ def test_dataset_check_reports_and_fails_on_problems(blobs, tmp_path, capsys):
 
 def test_dataset_check_missing_folder(tmp_path, capsys):
     _run_bad(["dataset", "check", str(tmp_path / "nothing")], capsys, must_name="nothing")
+
+
+def test_demo_wrong_data_folder(tmp_path, capsys):
+    _run_bad(
+        ["demo", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o")],
+        capsys,
+        must_name="nodata",
+    )
+    assert not (tmp_path / "o").exists()
