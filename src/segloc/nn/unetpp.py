@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segloc._validation import check_choice
+from segloc._validation import check_choice, check_int
 from segloc.nn.vnet import check_divisible
 
 __all__ = ["UNetPlusPlus"]
@@ -150,10 +150,7 @@ class UNetPlusPlus(nn.Module):
             ("base_channels", base_channels),
             ("depth", depth),
         ):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+            check_int(value, name=name, minimum=1)
         check_choice(dims, (2, 3), name="dims")
         check_choice(norm, NORMS, name="norm")
         check_choice(upsample, UPSAMPLES, name="upsample")

@@ -66,7 +66,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segloc._validation import check_choice
+from segloc._validation import check_choice, check_int
 
 __all__ = ["VNet", "check_divisible"]
 
@@ -247,10 +247,7 @@ class VNet(nn.Module):
             ("base_channels", base_channels),
             ("depth", depth),
         ):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+            check_int(value, name=name, minimum=1)
         if base_channels % in_channels:
             raise ValueError(
                 f"base_channels must be a multiple of in_channels (the first stage's residual "
