@@ -65,8 +65,6 @@ def _output_paths(inputs: Sequence[Path], out: Path | None, default_suffix) -> l
 
 def _mask_suffix(path: Path) -> str:
     """Masks are written in the input's family: NIfTI/NRRD stay volumes, 2D images become PNG."""
-    from segloc.io import read_image  # noqa: F401  (keeps import errors early and clear)
-
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")) or path.is_dir():
         return ".nii.gz"
@@ -199,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         empty=args.empty,
         surface=not args.no_surface,
     )
-    cols = [c for c in result.columns]
+    cols = result.columns
     width = max(8, *(len(r["case"]) for r in result.rows))
     print(f"{'case':<{width}}  " + "  ".join(f"{c:>9}" for c in cols))
     for row in result.rows:
