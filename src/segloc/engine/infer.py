@@ -1,0 +1,522 @@
+"""Inference: Gaussian-weighted sliding windows, flip test-time augmentation, a predictor.
+
+:func:`sliding_window_inference` runs a segmentation network over an image larger than its
+training patch: overlapping windows (default half a patch), each window's output weighted by
+a Gaussian that trusts the window centre more than its border [1]_, accumulated on the CPU
+in one output array and one weight map (windows are batched and never all held at once).
+:class:`Predictor` wraps a training checkpoint: it reads the checkpoint's preprocessing
+(normalisation, target spacing, patch size) and turns an image as read from disk into class
+probabilities on the input grid.
+
+Window placement is MONAI's [2]_: windows start every ``int(patch * (1 - overlap))`` pixels
+and the last one is moved back to end at the image border; inputs smaller than the patch are
+zero-padded symmetrically (after normalisation, 0 is the mean for z-score) and cropped back.
+
+References
+----------
+.. [1] Isensee, F. et al. "nnU-Net: a self-configuring method for deep learning-based
+   biomedical image segmentation", Nature Methods 18, 2021,
+   :doi:`10.1038/s41592-020-01008-z` (sliding windows with half-patch overlap, Gaussian
+   importance weighting with sigma = patch / 8, mirroring test-time augmentation).
+.. [2] MONAI, ``monai.inferers.sliding_window_inference``,
+   https://docs.monai.io/en/stable/inferers.html
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from torch import nn
+
+from segloc._validation import check_choice, check_int, check_positive, check_spacing
+from segloc.engine.data import normalize, resample
+from segloc.io import ImageMeta, read_image
+from segloc.nn.checkpoint import CheckpointError, load_checkpoint, load_model
+
+__all__ = [
+    "Predictor",
+    "flip_tta",
+    "gaussian_importance",
+    "resolve_checkpoint",
+    "sliding_window_inference",
+    "window_starts",
+]
+
+_FLOOR = 1e-3  # MONAI's floor for the importance map: border pixels still count a little
+
+
+def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
+    """Gaussian importance map of a window: 1 at the centre, ``sigma = patch * sigma_scale``.
+
+    Parameters
+    ----------
+    patch_size : sequence of int
+        Spatial window size (2D or 3D, any number of axes).
+    sigma_scale : float, default 0.125
+        Standard deviation per axis as a fraction of the patch size (nnU-Net: 1/8).
+
+    Returns
+    -------
+    float32 ndarray of shape ``patch_size``
+        Separable Gaussian centred at ``(patch - 1) / 2`` (symmetric, so flipping a window
+        leaves its weights unchanged), floored at 1e-3 of the peak so no pixel has weight 0,
+        divided by its maximum.
+
+    References
+    ----------
+    .. [1] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`.
+
+    Examples
+    --------
+    >>> w = gaussian_importance((5, 5))
+    >>> float(w[2, 2]), bool(w.min() > 0)
+    (1.0, True)
+    """
+    size = tuple(check_int(p, name="patch_size", minimum=1) for p in patch_size)
+    check_positive(sigma_scale, name="sigma_scale")
+    out = np.ones((), np.float64)
+    for p in size:
+        x = np.arange(p, dtype=np.float64) - (p - 1) / 2.0
+        g = np.exp(-(x**2) / (2.0 * (p * sigma_scale) ** 2))
+        out = np.multiply.outer(out, g)
+    # Floor before normalising, as MONAI, so the two maps differ by a constant factor only.
+    out = np.maximum(out, max(out.min(), _FLOOR))
+    return (out / out.max()).astype(np.float32)
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start offsets of the windows along one axis (MONAI's placement).
+
+    Windows start every ``max(1, int(patch * (1 - overlap)))`` pixels until one reaches the
+    end; the last is moved back so it ends at the border. ``size <= patch`` gives ``[0]``.
+
+    Examples
+    --------
+    >>> window_starts(10, 4, 0.5)
+    [0, 2, 4, 6]
+    >>> window_starts(11, 4, 0.5)
+    [0, 2, 4, 6, 7]
+    """
+    if size <= patch:
+        return [0]
+    step = max(1, int(patch * (1 - overlap)))
+    starts = []
+    for i in itertools.count():
+        starts.append(min(i * step, size - patch))
+        if i * step + patch >= size:
+            return starts
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _flips(ndim: int) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes of a ``(B, C, *spatial)`` tensor (the identity first)."""
+    axes = range(2, 2 + ndim)
+    return [c for r in range(ndim + 1) for c in itertools.combinations(axes, r)]
+
+
+def flip_tta(
+    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, softmax: bool = True
+) -> torch.Tensor:
+    """Average of ``model`` over all flips of the spatial axes (2**ndim passes), flipped back.
+
+    ``x`` is ``(N, C, *spatial)``; runs without gradients.
+
+    With ``softmax`` the class probabilities are averaged (nnU-Net's mirroring), otherwise the
+    raw outputs.
+    """
+    total = None
+    flips = _flips(x.ndim - 2)
+    with torch.no_grad():
+        for dims in flips:
+            xi = torch.flip(x, dims) if dims else x
+            y = model(xi).float()
+            if softmax:
+                y = torch.softmax(y, dim=1)
+            y = torch.flip(y, dims) if dims else y
+            total = y if total is None else total + y
+    return total / len(flips)
+
+
+def sliding_window_inference(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    mode: str = "gaussian",
+    sigma_scale: float = 0.125,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    tta: bool = False,
+    progress: bool = False,
+    output: str = "logits",
+) -> torch.Tensor:
+    """Predict a whole image window by window and blend the windows with importance weights.
+
+    Parameters
+    ----------
+    model : callable
+        ``(N, C, *patch_size)`` tensor -> ``(N, K, *patch_size)`` tensor (a network in eval
+        mode, or any function). Called without gradients.
+    image : Tensor, shape (B, C, *spatial)
+        2D (``B, C, H, W``) or 3D (``B, C, D, H, W``); any device, float.
+    patch_size : sequence of int
+        Window size, one per spatial axis. Axes smaller than the window are zero-padded.
+    overlap : float, default 0.5
+        Fraction of a window shared with the next one, in [0, 1).
+    mode : {"gaussian", "constant"}
+        Window weights: :func:`gaussian_importance` or uniform (plain averaging).
+    sigma_scale : float, default 0.125
+        Gaussian sigma as a fraction of the window (``"gaussian"`` only).
+    batch_size : int, default 4
+        Windows per call of ``model``.
+    device : str or torch.device, optional
+        Where ``model`` runs (windows are moved there); default the image's device. On CUDA
+        the model runs under ``torch.autocast`` (mixed precision).
+    tta : bool, default False
+        Average each window's prediction over all flips of its spatial axes
+        (:func:`flip_tta`); with ``output="logits"`` the logits are averaged.
+    progress : bool, default False
+        Show a tqdm bar over window batches.
+    output : {"logits", "probabilities"}
+        Blend raw outputs, or the soft-max of each window (class probabilities summing to 1).
+
+    Returns
+    -------
+    Tensor, shape (B, K, *spatial)
+        float32 on the CPU. Memory: one output array and one weight map of the image's size;
+        windows are cut, predicted and added in batches of ``batch_size``.
+
+    References
+    ----------
+    .. [1] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`.
+    .. [2] MONAI ``sliding_window_inference`` (same window placement and Gaussian).
+
+    Examples
+    --------
+    >>> net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    >>> sliding_window_inference(net, torch.zeros(1, 1, 40, 50), (32, 32)).shape
+    torch.Size([1, 2, 40, 50])
+    """
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
+    if image.ndim not in (4, 5):
+        raise ValueError(f"image must be (B, C, H, W) or (B, C, D, H, W), got {tuple(image.shape)}")
+    ndim = image.ndim - 2
+    patch = tuple(check_int(p, name="patch_size", minimum=1) for p in patch_size)
+    if len(patch) != ndim:
+        raise ValueError(f"patch_size must have {ndim} values, got {tuple(patch_size)}")
+    if not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    check_choice(mode, ("gaussian", "constant"), name="mode")
+    check_choice(output, ("logits", "probabilities"), name="output")
+    check_int(batch_size, name="batch_size", minimum=1)
+    device = torch.device(device) if device is not None else image.device
+
+    size = tuple(int(s) for s in image.shape[2:])
+    # Symmetric zero padding up to the patch, as MONAI (extra pixel after).
+    before = [max(p - s, 0) // 2 for s, p in zip(size, patch, strict=True)]
+    padded = [s + max(p - s, 0) for s, p in zip(size, patch, strict=True)]
+    if padded != list(size):
+        pad: list[int] = []
+        for s, p, b in reversed(list(zip(size, patch, before, strict=True))):
+            extra = max(p - s, 0)
+            pad += [b, extra - b]
+        image = torch.nn.functional.pad(image, pad, mode="constant", value=0.0)
+
+    if mode == "gaussian":
+        weight = torch.from_numpy(gaussian_importance(patch, sigma_scale))
+    else:
+        weight = torch.ones(patch, dtype=torch.float32)
+    starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True)]
+    corners = list(itertools.product(*starts))
+    jobs = [(b, c) for b in range(image.shape[0]) for c in corners]
+    weight_sum = torch.zeros(padded, dtype=torch.float32)
+    for corner in corners:
+        weight_sum[_window(corner, patch)] += weight
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if device.type == "cuda":
+            with torch.autocast("cuda"):
+                return model(x)
+        return model(x)
+
+    def one_batch(x: torch.Tensor) -> torch.Tensor:
+        if tta:
+            return flip_tta(run, x, softmax=output == "probabilities")
+        y = run(x).float()
+        return torch.softmax(y, dim=1) if output == "probabilities" else y
+
+    batches: Iterator[int] = iter(range(0, len(jobs), batch_size))
+    if progress:
+        from tqdm import tqdm
+
+        batches = iter(tqdm(list(batches), desc="windows", unit="batch", leave=False))
+    out = None
+    with torch.no_grad():
+        for k in batches:
+            chunk = jobs[k : k + batch_size]
+            x = torch.stack([image[(b, slice(None), *_window(c, patch))] for b, c in chunk])
+            y = one_batch(x.to(device, torch.float32)).to("cpu", torch.float32)
+            if tuple(y.shape[2:]) != patch or y.shape[0] != len(chunk):
+                raise ValueError(
+                    f"model must return (N, K, *patch) = ({len(chunk)}, K, "
+                    f"{', '.join(map(str, patch))}), got {tuple(y.shape)}"
+                )
+            if out is None:
+                out = torch.zeros((image.shape[0], y.shape[1], *padded), dtype=torch.float32)
+            for (b, c), yi in zip(chunk, y, strict=True):
+                out[(b, slice(None), *_window(c, patch))] += yi * weight
+    assert out is not None  # at least one window always exists
+    out /= weight_sum
+    crop = tuple(slice(b, b + s) for b, s in zip(before, size, strict=True))
+    return out[(slice(None), slice(None), *crop)]
+
+
+def _window(corner: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(a, a + p) for a, p in zip(corner, patch, strict=True))
+
+
+# --------------------------------------------------------------------------- predictor
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder's ``best.safetensors`` (else ``last.safetensors``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist or a run folder holds neither file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path}: run folder without best.safetensors or last.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or run folder")
+    return path
+
+
+def _zoom_to(prob: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Linear resampling of ``(K, *spatial)`` probabilities onto exactly ``shape``.
+
+    Pixel edges of both grids span the same extent (``grid_mode=True``), as in
+    :func:`segloc.engine.data.resample`, which this undoes; a linear interpolation of a
+    partition of unity still sums to 1.
+    """
+    zoom = [t / s for t, s in zip(shape, prob.shape[1:], strict=True)]
+    out = np.stack(
+        [ndi.zoom(p, zoom, order=1, mode="nearest", grid_mode=True) for p in prob]
+    ).astype(np.float32)
+    if out.shape[1:] != tuple(shape):
+        raise RuntimeError(f"zoom gave shape {out.shape[1:]}, expected {tuple(shape)}")
+    return out
+
+
+class Predictor:
+    """Class probabilities for images as read from disk, from a segloc training checkpoint.
+
+    Parameters
+    ----------
+    model : path-like
+        A run folder (its ``best.safetensors``, else ``last.safetensors``) or a checkpoint file
+        written with :func:`segloc.nn.checkpoint.save_checkpoint`, whose ``extra`` holds
+        ``dims``, ``in_channels``, ``num_classes``, ``normalize``, ``patch_size``,
+        ``target_spacing`` and ``label_mapping``.
+    device : {"auto", "cpu", "cuda"} or torch.device
+        ``"auto"``: CUDA when available.
+    backend : {"torch", "onnx"}
+        ``"onnx"`` exports the network to a temporary ONNX file and runs it with ONNX Runtime on
+        the CPU (:class:`segloc.nn.export.OnnxPredictor`).
+    overlap, batch_size, tta, mode, sigma_scale :
+        Passed to :func:`sliding_window_inference`.
+    progress : bool
+        tqdm bar over windows.
+
+    Notes
+    -----
+    A U-Net with ``padding="valid"`` is run with
+    :func:`segloc.nn.unet.overlap_tile_predict` (mirrored borders, exact tiling) instead of
+    Gaussian windows; it supports the torch backend only, and ``tta`` averages the soft-max
+    over flips of the whole image.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        device: str | torch.device = "auto",
+        backend: str = "torch",
+        overlap: float = 0.5,
+        batch_size: int = 4,
+        tta: bool = False,
+        mode: str = "gaussian",
+        sigma_scale: float = 0.125,
+        progress: bool = False,
+    ) -> None:
+        check_choice(backend, ("torch", "onnx"), name="backend")
+        if isinstance(device, str):
+            check_choice(device, ("auto", "cpu", "cuda"), name="device")
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.path = resolve_checkpoint(model)
+        name, kwargs, _, extra = load_checkpoint(self.path)
+        missing = [
+            k for k in ("dims", "in_channels", "num_classes", "patch_size") if k not in extra
+        ]
+        if missing:
+            raise CheckpointError(
+                f"{self.path}: checkpoint extra lacks {missing} (not from the segloc trainer?)"
+            )
+        self.model_name, self.kwargs, self.extra = name, kwargs, extra
+        self.dims = int(extra["dims"])
+        self.in_channels = int(extra["in_channels"])
+        self.num_classes = int(extra["num_classes"])
+        self.patch_size = tuple(int(p) for p in extra["patch_size"])
+        self.normalize = extra.get("normalize")
+        ts = extra.get("target_spacing")
+        self.target_spacing = None if ts is None else tuple(float(t) for t in ts)
+        self.label_mapping = extra.get("label_mapping")
+        self.backend = backend
+        self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
+        self.mode, self.sigma_scale, self.progress = mode, sigma_scale, progress
+        self.network: nn.Module = load_model(self.path, device=self.device)
+        self.valid_unet = getattr(self.network, "padding", None) == "valid"
+        self._onnx = None
+        if backend == "onnx":
+            if self.valid_unet:
+                raise ValueError(
+                    "backend must be 'torch' for a U-Net with padding='valid', got 'onnx'"
+                )
+            self._onnx = self._export_onnx()
+
+    def _export_onnx(self):
+        from segloc.nn.export import OnnxPredictor, export_onnx
+
+        tmpdir = tempfile.mkdtemp(prefix="segloc-onnx-")
+        path = Path(tmpdir) / "model.onnx"
+        export_onnx(self.network.cpu(), path, example_shape=(1, self.in_channels, *self.patch_size))
+        self.network.to(self.device)
+        predictor = OnnxPredictor(path)
+        # The session holds the model in memory; the file is not needed any more.
+        path.unlink()
+        os.rmdir(tmpdir)
+        return predictor
+
+    @property
+    def binary(self) -> bool:
+        """True when the model's two classes stand for a 0/255 (or 0/1) mask."""
+        return self.num_classes == 2 and self.label_mapping == "auto"
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        if self._onnx is not None:
+            return torch.from_numpy(self._onnx(x.detach().cpu().numpy()))
+        return self.network(x)
+
+    def channels_first(self, image: np.ndarray) -> np.ndarray:
+        """``(C, *spatial)`` view of an image as read (grey -> C = 1, RGB(A) -> C = 3)."""
+        image = np.asarray(image)
+        if image.ndim == self.dims:
+            arr = image[None]
+        elif self.dims == 2 and image.ndim == 3 and image.shape[-1] in (3, 4):
+            arr = np.moveaxis(image[..., :3], -1, 0)
+        else:
+            want = "(rows, cols) or (rows, cols, 3)" if self.dims == 2 else "(rows, cols, slices)"
+            raise ValueError(f"image must be {want} for this {self.dims}D model, got {image.shape}")
+        if arr.shape[0] != self.in_channels:
+            raise ValueError(
+                f"image must have {self.in_channels} channel(s) for this model, "
+                f"got {arr.shape[0]} (shape {image.shape})"
+            )
+        return arr
+
+    def predict(self, image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+        """Class probabilities ``(K, *spatial)`` float32 on the input's grid.
+
+        Parameters
+        ----------
+        image : ndarray
+            As :func:`segloc.io.read_image` returns it: ``(rows, cols)``, ``(rows, cols, 3)``
+            or ``(rows, cols, slices)``.
+        spacing : sequence of float, optional
+            Pixel spacing; with the checkpoint's ``target_spacing`` the image is resampled to
+            it and the probabilities back. None: taken to be at the target spacing already.
+        """
+        x = self.channels_first(image)
+        size = x.shape[1:]
+        x = (
+            normalize(x, self.normalize, channel_axis=0)
+            if self.normalize is not None
+            else x.astype(np.float32)
+        )
+        resampled = False
+        if self.target_spacing is not None and spacing is not None:
+            spacing = check_spacing(spacing, self.dims)
+            if not np.allclose(spacing, self.target_spacing):
+                x, _ = resample(x, spacing, self.target_spacing, order=1, channel_axis=0)
+                resampled = True
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+        if self.valid_unet:
+            prob = self._overlap_tile(t)
+        else:
+            prob = sliding_window_inference(
+                self._call,
+                t,
+                self.patch_size,
+                overlap=self.overlap,
+                mode=self.mode,
+                sigma_scale=self.sigma_scale,
+                batch_size=self.batch_size,
+                device=self.device if self._onnx is None else "cpu",
+                tta=self.tta,
+                progress=self.progress,
+                output="probabilities",
+            )[0]
+        prob = prob.numpy()
+        if resampled:
+            prob = _zoom_to(prob, size)
+        return prob
+
+    def _overlap_tile(self, t: torch.Tensor) -> torch.Tensor:
+        from segloc.nn.unet import overlap_tile_predict
+
+        def one(x: torch.Tensor) -> torch.Tensor:
+            logits = overlap_tile_predict(
+                self.network, x.to(self.device), batch_size=self.batch_size
+            )
+            return torch.softmax(logits.float().cpu(), dim=1)
+
+        if self.tta:
+            return flip_tta(one, t, softmax=False)[0]
+        return one(t)[0]
+
+    def labels(self, prob: np.ndarray) -> np.ndarray:
+        """Label map from probabilities: a bool mask for binary models, else int32 classes."""
+        lab = np.argmax(prob, axis=0)
+        return lab.astype(bool) if self.binary else lab.astype(np.int32)
+
+    def predict_file(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, ImageMeta]:
+        """Read ``path`` and predict it: ``(labels, probabilities (K, *spatial), meta)``."""
+        image, meta = read_image(path)
+        spacing = meta.spacing if len(meta.spacing) == self.dims else None
+        try:
+            prob = self.predict(image, spacing=spacing)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        return self.labels(prob), prob, meta
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor({str(self.path)!r}, model={self.model_name!r}, dims={self.dims}, "
+            f"classes={self.num_classes}, patch={self.patch_size}, backend={self.backend!r})"
+        )
