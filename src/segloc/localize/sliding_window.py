@@ -28,9 +28,12 @@ References
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +43,7 @@ from skimage.feature import hog
 from skimage.transform import resize
 from sklearn.svm import LinearSVC
 
-from segloc._validation import as_float, check_image, check_int, check_positive
+from segloc._validation import as_float, atomic_path, check_image, check_int, check_positive
 from segloc.boxes import box_iou, check_boxes, nms
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 Scorer = Callable[[np.ndarray], Any]
+_SAVE_FORMAT = "segloc.HogSvmDetector/1"
 
 
 # --------------------------------------------------------------------------- checks
@@ -845,3 +849,63 @@ class HogSvmDetector:
             max_detections=opts[2],
             pre_nms_top_k=opts[3],
         )
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
+        """Write the fitted detector to an ``.npz`` file (no pickle), atomically.
+
+        ``metadata`` (JSON-serialisable, e.g. class name and image scale) is stored alongside
+        and comes back as ``metadata_`` from :meth:`load`.
+        """
+        self._check_fitted()
+        meta = {
+            "format": _SAVE_FORMAT,
+            "params": {
+                "window": list(self.window) if self.window is not None else None,
+                "cell": self.cell,
+                "block": self.block,
+                "orientations": self.orientations,
+                "C": self.C,
+                "scale": self.scale,
+            },
+            "window_": list(self.window_),
+            "intercept": self.intercept_,
+            "metadata": dict(metadata if metadata is not None else getattr(self, "metadata_", {})),
+        }
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, meta=np.array(json.dumps(meta)), coef=self.coef_)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HogSvmDetector:
+        """Read a detector written by :meth:`save` (``allow_pickle=False``).
+
+        Raises
+        ------
+        ValueError
+            The file is not a saved HogSvmDetector (message starts with the path).
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                coef = z["coef"]
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise ValueError(f"{path}: not a saved HogSvmDetector ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != _SAVE_FORMAT:
+            raise ValueError(f"{path}: not a saved HogSvmDetector")
+        params = dict(meta["params"])
+        window = params.pop("window")
+        det = cls(tuple(window) if window is not None else None, **params)
+        det.window_ = det._check_window(meta["window_"])
+        det.coef_ = coef
+        det.intercept_ = float(meta["intercept"])
+        det.metadata_ = dict(meta.get("metadata", {}))
+        bh, bw = det._window_blocks
+        want = (bh, bw, det.block * det.block * det.orientations)
+        if coef.shape != want:
+            raise ValueError(f"{path}: coef must have shape {want}, got {coef.shape}")
+        return det
