@@ -306,6 +306,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# flag -> TrainConfig field for `segloc train`; None defaults so that only given flags
+# override the YAML file
+_TRAIN_FLAGS = (
+    ("--data", "data", str, "dataset folder (images/ + labels/ or masks/)"),
+    ("--out", "out", str, "run folder (default runs/run)"),
+    ("--model", "model", str, "unet, unetpp, vnet or unet3d (default unet)"),
+    ("--classes", "classes", int, "classes including background (default: from the labels)"),
+    ("--base-channels", "base_channels", int, "channels of the first level"),
+    ("--depth", "depth", int, "number of poolings"),
+    ("--patch", "patch", int, "training patch size, one value per axis or one for all"),
+    ("--batch", "batch", int, "patches per step (default 4)"),
+    ("--epochs", "epochs", int, "stop after this many epochs"),
+    ("--time-budget", "time_budget", str, "stop after this wall time, e.g. 20m or 1h30m"),
+    ("--samples-per-epoch", "samples_per_epoch", int, "patches per epoch (default 200)"),
+    ("--optimizer", "optimizer", str, "adamw (default) or sgd (momentum 0.99, as U-Net)"),
+    ("--lr", "lr", float, "learning rate (default 1e-3 AdamW, 1e-2 SGD)"),
+    ("--weight-decay", "weight_decay", float, "default 1e-4"),
+    ("--momentum", "momentum", float, "SGD momentum (default 0.99)"),
+    ("--schedule", "schedule", str, "poly (default), cosine or constant"),
+    ("--warmup", "warmup", float, "fraction of the run with linear warm-up (default 0)"),
+    ("--loss", "loss", str, "dice_ce (default), ce or dice"),
+    ("--val", "val", str, "separate validation dataset folder"),
+    ("--val-fraction", "val_fraction", float, "share of cases kept for validation (0.2)"),
+    ("--group-by", "group_by", str, "case (default) or folder: split whole folders (patients)"),
+    ("--val-every", "val_every", int, "validate every N epochs (default 1)"),
+    ("--patience", "patience", int, "early stopping after N validations without progress"),
+    ("--normalize", "normalize", str, "zscore (default), percentile or minmax"),
+    ("--target-spacing", "target_spacing", float, "resample 3D cases to this spacing"),
+    ("--ignore-index", "ignore_index", int, "label left out of loss and scores"),
+    ("--label-suffix", "label_suffix", str, "ending of label names, e.g. _mask"),
+    ("--augment", "augment", str, "default, light (flips, 90 degree turns) or none"),
+    ("--foreground-fraction", "foreground_fraction", float, "share of foreground patches"),
+    ("--workers", "workers", int, "data loading processes (default 0)"),
+    ("--device", "device", str, "auto (default), cpu or cuda"),
+    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--panels", "panels", int, "validation cases drawn as sample panels (default 2)"),
+    ("--threads", "threads", int, "torch threads (default: torch's choice)"),
+)
+_TRAIN_LISTS = ("patch", "target_spacing")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from segloc.engine.train import TrainConfig, train
+
+    values = TrainConfig.from_yaml(args.config).to_dict() if args.config else {}
+    for _, name, _, _ in _TRAIN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    for flag, name in (("resume", "resume"), ("deep_supervision", "deep_supervision")):
+        if getattr(args, flag):
+            values[name] = True
+    if args.no_amp:
+        values["amp"] = False
+    cfg = TrainConfig.from_dict(values, source=args.config or "command line")
+    result = train(cfg, progress=not args.quiet)
+    print(
+        f"{result.out}: {result.epochs} epoch(s), best validation Dice {result.best_dice:.4f} "
+        f"at epoch {result.best_epoch} -> {result.out / 'best.safetensors'}"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -460,6 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--label-suffix", help="suffix of label names, e.g. _mask (default: detected)")
     q.add_argument("--limit", type=int, default=10, help="list at most this many items per section")
     q.set_defaults(func=cmd_dataset_check)
+
+    p = sub.add_parser(
+        "train",
+        help="train a segmentation model on a dataset folder",
+        description="Train a segmentation model; settings from --config YAML (same keys as "
+        "the flags, e.g. time_budget: 20m) overridden by the flags given.",
+    )
+    p.add_argument("--config", help="YAML file with the settings")
+    for flag, name, kind, text in _TRAIN_FLAGS:
+        nargs = "+" if name in _TRAIN_LISTS else None
+        p.add_argument(flag, dest=name, type=kind, nargs=nargs, default=None, help=text)
+    p.add_argument("--deep-supervision", action="store_true", help="U-Net++: train all heads")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="run the end-to-end demo on the shared datasets")
     p.add_argument("--data", default=os.environ.get("SEGLOC_DATA", "../shared/data"))

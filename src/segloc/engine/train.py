@@ -140,9 +140,16 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
 
 def rng_state() -> dict[str, Any]:
     """The global random generators' states (Python, NumPy, torch CPU and CUDA)."""
+    numpy_state = np.random.get_state(legacy=False)  # noqa: NPY002 (third-party draws)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(legacy=False),  # noqa: NPY002 (third-party draws)
+        # plain ints and tensors only, so that torch.load(weights_only=True) reads it back
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -154,7 +161,15 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore states saved by :func:`rng_state`."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    saved = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": saved["pos"]},
+            "has_gauss": saved["has_gauss"],
+            "gauss": saved["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -433,13 +448,14 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the run folder, the best validation Dice and its epoch,
-    the epochs run and the per-epoch history rows."""
+    the epochs run, the per-epoch history rows and the trained model (last weights)."""
 
     out: Path
     best_dice: float
     best_epoch: int
     epochs: int
     history: list[dict[str, Any]]
+    model: nn.Module
 
 
 # --------------------------------------------------------------------------- distributed
@@ -473,6 +489,16 @@ class _Dist:
         t = torch.tensor([1.0 if flag else 0.0], device=device)
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Give every rank rank 0's buffers (batch-norm statistics).
+
+        DDP broadcasts them before each forward pass, so after the last step of an epoch
+        each rank still holds the statistics of its own last batch.
+        """
+        if self.on:
+            for buffer in model.buffers():
+                torch_dist.broadcast(buffer, 0)
 
     def barrier(self) -> None:
         if self.on:
@@ -926,6 +952,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                 break
         bar.close()
         elapsed += time.perf_counter() - start
+        dist.sync_buffers(model)
         done = out_of_time or (cfg.epochs is not None and epoch >= cfg.epochs)
         row: dict[str, Any] = {
             "epoch": epoch,
@@ -989,7 +1016,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         dist.barrier()
     if state is not None and not history:
         raise ValueError(f"{state_path}: the run had already finished (nothing left to train)")
-    return TrainResult(out, best_dice, best_epoch, epoch, history)
+    return TrainResult(out, best_dice, best_epoch, epoch, history, model)
 
 
 def _save_epoch(

@@ -1,0 +1,382 @@
+"""Tests of segloc.engine.train: settings, schedules, run folder, exact resume, kill, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segloc import io
+from segloc.engine.train import (
+    STATE_FILE,
+    TrainConfig,
+    load_training_state,
+    lr_factor,
+    parse_duration,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    train,
+)
+from segloc.nn.checkpoint import load_checkpoint, load_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _disks(root: Path, n: int = 8, size: int = 32, dims: int = 2, seed: int = 0) -> Path:
+    """A dataset of bright noisy disks (balls) on a dark background: images/ + labels/."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices((size,) * dims)
+    for i in range(n):
+        centre = rng.uniform(size * 0.3, size * 0.7, dims)
+        radius = rng.uniform(size * 0.15, size * 0.3)
+        mask = ((grid - centre.reshape((dims,) + (1,) * dims)) ** 2).sum(0) < radius**2
+        image = 60 + 120 * mask + rng.normal(0, 25, mask.shape)
+        image = np.clip(image, 0, 255).astype(np.uint8)
+        suffix = ".png" if dims == 2 else ".nii.gz"
+        io.write_image(root / "images" / f"c{i}{suffix}", image)
+        io.write_mask(root / "labels" / f"c{i}{suffix}", mask)
+    return root
+
+
+def _rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+def _config(data: Path, out: Path, **kw) -> dict:
+    cfg = dict(
+        data=str(data),
+        out=str(out),
+        base_channels=4,
+        depth=2,
+        batch=2,
+        samples_per_epoch=4,
+        epochs=2,
+        augment="light",
+        device="cpu",
+        panels=1,
+        threads=1,
+    )
+    cfg.update(kw)
+    return cfg
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("20m", 1200.0), ("1h30m", 5400.0), ("90s", 90.0), ("45", 45.0), (2.5, 2.5), ("1.5h", 5400)],
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10 minutes", "-5", 0, "0m", True])
+def test_parse_duration_rejects(text):
+    with pytest.raises((ValueError, TypeError)):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "t", "expected"),
+    [
+        ("poly", 0.0, 1.0),
+        ("poly", 0.5, 0.5**0.9),  # nnU-Net: (1 - epoch / max_epochs) ** 0.9
+        ("poly", 1.0, 0.0),
+        ("cosine", 0.25, (1 + math.cos(math.pi / 4)) / 2),
+        ("cosine", 1.0, 0.0),
+        ("constant", 0.9, 1.0),
+    ],
+)
+def test_lr_factor(schedule, t, expected):
+    assert lr_factor(schedule, t) == pytest.approx(expected)
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    a = (np.random.random(), torch.rand(3))  # noqa: NPY002 (the global state is under test)
+    set_rng_state(state)
+    b = (np.random.random(), torch.rand(3))  # noqa: NPY002
+    assert a[0] == b[0] and torch.equal(a[1], b[1])
+
+
+def test_training_state_is_not_unpickled(tmp_path):
+    save_training_state(tmp_path / "s.pt", {"epoch": 3, "w": torch.ones(2), "rng": rng_state()})
+    assert load_training_state(tmp_path / "s.pt")["epoch"] == 3
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt: not a training state"):
+        load_training_state(tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epochs": None}, "epochs or time_budget"),
+        ({"model": "resnet"}, "model must be one of"),
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"batch": 0}, "batch must be an int >= 1"),
+        ({"time_budget": "soon"}, "duration must look like"),
+        ({"deep_supervision": True}, "deep_supervision is for model 'unetpp'"),
+        ({"classes": 1}, "classes must be an int >= 2"),
+        ({"patch": [16, 0]}, "patch must be positive ints"),
+    ],
+)
+def test_config_rejects(settings, message):
+    cfg = TrainConfig.from_dict({"data": "d", "epochs": 1, **settings})
+    with pytest.raises(ValueError, match=message):
+        cfg.validate()
+
+
+def test_config_from_yaml(tmp_path):
+    (tmp_path / "a.yaml").write_text("data: d\nmodel: unetpp\ntime-budget: 20m\npatch: [64, 64]\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "a.yaml").validate()
+    assert (cfg.model, cfg.time_budget, cfg.patch) == ("unetpp", "20m", [64, 64])
+    (tmp_path / "b.yaml").write_text("data: d\nepochz: 3\n")
+    with pytest.raises(ValueError, match=r"b.yaml: unknown setting\(s\) \['epochz'\]"):
+        TrainConfig.from_yaml(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="c.yaml: a training config must be a YAML mapping"):
+        TrainConfig.from_yaml(tmp_path / "c.yaml")
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_run_folder(tmp_path):
+    data = _disks(tmp_path / "data", n=6)
+    result = train(_config(data, tmp_path / "run"), progress=False)
+    run = tmp_path / "run"
+    for name in (
+        "config.yaml",
+        "split.json",
+        "best.safetensors",
+        "last.safetensors",
+        STATE_FILE,
+        "metrics.csv",
+        "curves.png",
+    ):
+        assert (run / name).is_file(), name
+    assert len(list((run / "samples").glob("*.png"))) == 1
+    split = json.loads((run / "split.json").read_text())
+    assert not set(split["train"]) & set(split["val"])
+    assert sorted(split["train"] + split["val"]) == [f"c{i}" for i in range(6)]
+    rows = _rows(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and result.epochs == 2
+    name, kwargs, _, extra = load_checkpoint(run / "best.safetensors")
+    assert name == "unet" and kwargs["num_classes"] == 2 and kwargs["in_channels"] == 1
+    assert extra["dims"] == 2 and extra["normalize"] == "zscore" and extra["patch_size"] == [32, 32]
+    assert extra["val_dice"] == pytest.approx(result.best_dice)
+    assert load_model(run / "best.safetensors").num_classes == 2
+    # a second run into the same folder must not clobber it
+    with pytest.raises(ValueError, match="already holds a training state"):
+        train(_config(data, run), progress=False)
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        train(_config(data, tmp_path / "other", resume=True), progress=False)
+
+
+def test_training_learns_disks(tmp_path):
+    """A tiny U-Net separates bright disks from a noisy background within seconds."""
+    data = _disks(tmp_path / "data", n=10, size=32)
+    cfg = _config(data, tmp_path / "run", epochs=12, samples_per_epoch=8, lr=0.01, base_channels=8)
+    result = train(cfg, progress=False)
+    assert result.best_dice > 0.85, result.history
+    first = result.history[0]["train_loss"]
+    assert result.history[-1]["train_loss"] < 0.6 * first
+
+
+def test_resume_is_exact(tmp_path):
+    """Two epochs, stop, two more on resume == four epochs straight: same weights.
+
+    (A constant schedule, since the poly/cosine rates depend on the planned epochs; the
+    SIGKILL test below resumes a poly run with unchanged settings.)"""
+    data = _disks(tmp_path / "data", n=6)
+    kw = dict(augment="default", schedule="constant")
+    straight = train(_config(data, tmp_path / "a", epochs=4, **kw), progress=False)
+    train(_config(data, tmp_path / "b", epochs=2, **kw), progress=False)
+    resumed = train(_config(data, tmp_path / "b", epochs=4, resume=True, **kw), progress=False)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    _, _, wa, _ = load_checkpoint(tmp_path / "a" / "last.safetensors")
+    _, _, wb, _ = load_checkpoint(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="saved run has batch=2"):
+        train(_config(data, tmp_path / "b", epochs=5, batch=3, resume=True), progress=False)
+
+
+def test_time_budget_stops(tmp_path):
+    data = _disks(tmp_path / "data", n=4)
+    t0 = time.perf_counter()
+    result = train(
+        _config(data, tmp_path / "run", epochs=None, time_budget=1.0, samples_per_epoch=2),
+        progress=False,
+    )
+    assert time.perf_counter() - t0 < 60
+    assert result.epochs >= 1 and math.isfinite(result.history[-1]["val_dice"])
+
+
+def test_3d_and_bad_data(tmp_path):
+    data = _disks(tmp_path / "data3", n=4, size=16, dims=3)
+    result = train(
+        _config(data, tmp_path / "run", model="unet3d", epochs=1, samples_per_epoch=2),
+        progress=False,
+    )
+    _, kwargs, _, extra = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert extra["dims"] == 3 and extra["patch_size"] == [16, 16, 16] and result.epochs == 1
+    flat = _disks(tmp_path / "data2", n=4)
+    with pytest.raises(ValueError, match="model 'vnet' is 3D but .* holds 2D images"):
+        train(_config(flat, tmp_path / "v", model="vnet"), progress=False)
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*depth = 4"):
+        train(_config(flat, tmp_path / "p", patch=[30]), progress=False)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _segloc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segloc.cli", *args]
+
+
+def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path):
+    """SIGKILL a training process mid-run; --resume continues from the last epoch saved and
+    ends with the same weights as an uninterrupted run."""
+    data = _disks(tmp_path / "data", n=6)
+    common = [
+        "train",
+        "--data",
+        str(data),
+        "--base-channels",
+        "4",
+        "--depth",
+        "2",
+        "--batch",
+        "2",
+        "--samples-per-epoch",
+        "4",
+        "--augment",
+        "light",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--epochs",
+        "15",
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_segloc(*common, "--out", str(run)), env=env)
+    try:
+        deadline = time.time() + 120
+        epoch = 0
+        while time.time() < deadline and proc.poll() is None:
+            if (run / STATE_FILE).exists():
+                try:
+                    epoch = load_training_state(run / STATE_FILE)["epoch"]
+                except ValueError:  # never half-written: the state is renamed into place
+                    pytest.fail("a reader saw a half-written state")
+                if epoch >= 3:
+                    break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = load_training_state(run / STATE_FILE)["epoch"]
+    assert saved >= 3
+    rows = _rows(run / "metrics.csv")
+    assert int(rows[-1]["epoch"]) == saved  # files on disk agree with the state
+    done = subprocess.run(
+        _segloc(*common, "--out", str(run), "--resume"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = _rows(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 16))
+    straight = tmp_path / "straight"
+    done = subprocess.run(
+        _segloc(*common, "--out", str(straight)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    _, _, wa, _ = load_checkpoint(run / "last.safetensors")
+    _, _, wb, _ = load_checkpoint(straight / "last.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ddp_two_processes_keep_identical_weights(tmp_path):
+    """torchrun --nproc-per-node 2 (gloo): after training both ranks hold the same weights,
+    and they differ from the initial ones."""
+    data = _disks(tmp_path / "data", n=6)
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import json, sys\n"
+        "import torch, torch.distributed as dist\n"
+        "from segloc.engine.train import train\n"
+        "torch.set_num_threads(1)\n"
+        "cfg = json.loads(sys.argv[1])\n"
+        "net = train(cfg, progress=False).model\n"
+        "flat = torch.cat([p.detach().flatten() for p in net.state_dict().values()\n"
+        "                  if p.is_floating_point()])\n"
+        "gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]\n"
+        "dist.all_gather(gathered, flat)\n"
+        "if dist.get_rank() == 0:\n"
+        "    same = all(torch.equal(gathered[0], g) for g in gathered)\n"
+        "    json.dump({'same': same, 'world': dist.get_world_size(),\n"
+        "               'norm': float(flat.norm())}, open(sys.argv[2], 'w'))\n"
+        "dist.destroy_process_group()\n"
+    )
+    cfg = _config(data, tmp_path / "run", epochs=2, samples_per_epoch=8, augment="default")
+    report = tmp_path / "report.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            json.dumps(cfg),
+            str(report),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result == {"same": True, "world": 2, "norm": pytest.approx(result["norm"])}
+    rows = _rows(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 2  # only rank 0 writes the run folder
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows)
