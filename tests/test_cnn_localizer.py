@@ -15,7 +15,6 @@ from segloc.engine.data import BoxDataset, split_cases
 from segloc.io import write_image
 from segloc.localize.cnn import (
     BoxLocalizer,
-    _parse_duration,
     load_localizer,
     localization_loss,
     localize_cnn,
@@ -287,21 +286,21 @@ def test_train_writes_run_folder_and_uses_the_shared_split(box_folder, tmp_path)
 
 
 def test_resume_continues_from_the_saved_epoch(box_folder, tmp_path, monkeypatch):
-    import segloc.localize.cnn as cnn
+    import segloc.engine.train as engine
 
     straight = train_localizer(box_folder, tmp_path / "a", epochs=3, **TINY)
 
-    save_state = cnn._save_state
+    save_state = engine.save_training_state
 
     def crash_after_epoch_2(path, state):
         save_state(path, state)
         if state["epoch"] == 2:
             raise KeyboardInterrupt  # the process dies once epoch 2 is on disk
 
-    monkeypatch.setattr(cnn, "_save_state", crash_after_epoch_2)
+    monkeypatch.setattr(engine, "save_training_state", crash_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train_localizer(box_folder, tmp_path / "b", epochs=3, **TINY)
-    monkeypatch.setattr(cnn, "_save_state", save_state)
+    monkeypatch.setattr(engine, "save_training_state", save_state)
     part = tmp_path / "b"
     assert torch.load(part / "state.pt", weights_only=True)["epoch"] == 2
     train_localizer(box_folder, part, epochs=3, resume=True, **TINY)
@@ -319,17 +318,10 @@ def test_time_budget_stops_after_the_first_epoch(box_folder, tmp_path):
         assert len(list(csv.DictReader(f))) == 1
 
 
-@pytest.mark.parametrize(
-    ("value", "seconds"), [(90, 90.0), ("45s", 45.0), ("20m", 1200.0), ("1.5h", 5400.0)]
-)
-def test_parse_duration(value, seconds):
-    assert _parse_duration(value) == seconds
-
-
-@pytest.mark.parametrize("value", ["soon", "-5m", 0, "10d"])
-def test_parse_duration_rejects(value):
-    with pytest.raises(ValueError, match="time_budget"):
-        _parse_duration(value)
+@pytest.mark.parametrize("budget", ["soon", "-5m", 0])
+def test_train_rejects_bad_time_budget(box_folder, tmp_path, budget):
+    with pytest.raises(ValueError, match="duration"):
+        train_localizer(box_folder, tmp_path / "x", time_budget=budget, **TINY)
 
 
 def test_train_needs_epochs_or_budget(box_folder, tmp_path):

@@ -26,11 +26,9 @@ References
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -360,50 +358,6 @@ def _predict(
     return np.asarray(out_b).reshape(-1, 4), np.concatenate(out_s), np.concatenate(out_l)
 
 
-# --------------------------------------------------------------------------- training helpers
-# Private stand-ins for the engine's generic helpers (segloc.engine.train had not landed when
-# this was written); same behaviour, to be swapped for the engine's.
-
-
-def _parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like ``"90"``, ``"45s"``, ``"20m"``, ``"1.5h"``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(value))
-        if not m:
-            raise ValueError(
-                f"time_budget must be seconds or a duration like '20m', '1.5h', got {value!r}"
-            )
-        seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"time_budget must be > 0, got {value!r}")
-    return seconds
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    # weights_only: tensors, dicts, lists and plain values only -- never arbitrary objects
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -533,10 +487,11 @@ def evaluate_localizer(
 
 def _lr_at(epoch: int, lr: float, epochs: int | None) -> float:
     """Cosine decay to lr/100 over ``epochs`` (constant when only a time budget is set)."""
+    from segloc.engine.train import lr_factor
+
     if epochs is None:
         return lr
-    t = min(epoch / max(epochs, 1), 1.0)
-    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+    return lr * (0.01 + 0.99 * lr_factor("cosine", epoch / epochs))
 
 
 def train_localizer(
@@ -612,6 +567,7 @@ def train_localizer(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from segloc.engine import train as engine
     from segloc.engine.data import BoxDataset
     from segloc.viz import plot_curves
 
@@ -619,7 +575,7 @@ def train_localizer(
         raise ValueError("epochs or time_budget must be given, got neither")
     if epochs is not None:
         epochs = check_int(epochs, name="epochs", minimum=1)
-    budget = _parse_duration(time_budget) if time_budget is not None else None
+    budget = engine.parse_duration(time_budget) if time_budget is not None else None
     batch_size = check_int(batch_size, name="batch_size", minimum=1)
     num_workers = check_int(num_workers, name="num_workers", minimum=0)
     check_positive(lr, name="lr")
@@ -634,7 +590,7 @@ def train_localizer(
     state_path = out / "state.pt"
     if not resume and (state_path.exists() or (out / "metrics.csv").exists()):
         raise ValueError(f"out must not hold a run already (pass resume=True), got {out}")
-    dev = _resolve_device(device)
+    dev = engine.resolve_device(device)
 
     records = read_box_records(data_dir)
     classes = sorted({c for r in records for c in r["classes"]})
@@ -692,11 +648,11 @@ def train_localizer(
     history: list[dict[str, Any]] = []
     start, best = 0, -math.inf
     if resume and state_path.is_file():
-        state = _load_state(state_path)
+        state = engine.load_training_state(state_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, best, history = int(state["epoch"]), float(state["best"]), list(state["history"])
-        torch.set_rng_state(state["torch_rng"])
+        engine.set_rng_state(state["rng"])
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -763,7 +719,7 @@ def train_localizer(
         if row["val_mean_iou"] > best:
             best = row["val_mean_iou"]
             save_localizer(out / "best.safetensors", model, extra=extra)
-        _write_metrics(out / "metrics.csv", history)
+        engine.write_metrics_csv(out / "metrics.csv", history)
         plot_curves(
             {
                 "train loss": [r["train_loss"] for r in history],
@@ -773,7 +729,7 @@ def train_localizer(
             out / "curves.png",
             title="box localizer",
         )
-        _save_state(
+        engine.save_training_state(
             state_path,
             {
                 "model": model.state_dict(),
@@ -781,7 +737,7 @@ def train_localizer(
                 "epoch": epoch,
                 "best": best,
                 "history": history,
-                "torch_rng": torch.get_rng_state(),
+                "rng": engine.rng_state(),
             },
         )
         if progress:
