@@ -210,3 +210,276 @@ def evaluate_paths(
         )
         result.rows.append({"case": io.case_stem(t_path), **row})
     return result
+
+
+# --------------------------------------------------------------------------- models on datasets
+# Scoring a model (or a classical method) on a dataset folder: predict each case, score it
+# against its label file, keep the best and worst case for a picture.
+
+#: classical methods :func:`compare_methods` accepts (see :func:`classical_segmenter`)
+CLASSICAL = ("otsu", "li", "yen", "triangle", "multiotsu", "kmeans", "srg", "confidence")
+
+
+def load_split(run: str | os.PathLike) -> dict[str, list[str]]:
+    """Read ``run/split.json`` (``{"train": [case names], "val": [case names]}``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run folder has no ``split.json``.
+    ValueError
+        If it is not such a dict.
+    """
+    path = Path(run) / "split.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no split.json in the run folder (needed for --split)")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("train", "val")):
+        raise ValueError(f"{path}: must hold {{'train': [...], 'val': [...]}} lists of case names")
+    return {k: [str(n) for n in doc[k]] for k in ("train", "val")}
+
+
+def select_cases(
+    data: str | os.PathLike, *, run: str | os.PathLike | None = None, split: str = "all"
+) -> list:
+    """The cases of dataset folder ``data`` (:func:`segloc.engine.data.find_cases`), all or
+    those of one part (``"train"``/``"val"``) of ``run``'s ``split.json``.
+
+    Raises
+    ------
+    ValueError
+        ``split`` given without ``run``, or no case of the split is in ``data``.
+    """
+    from segloc._validation import check_choice
+    from segloc.engine.data import find_cases
+
+    check_choice(split, ("all", "train", "val"), name="split")
+    cases = find_cases(data)
+    if split == "all":
+        return cases
+    if run is None:
+        raise ValueError(f"split must be 'all' without a run folder, got {split!r}")
+    names = set(load_split(run)[split])
+    chosen = [c for c in cases if c.name in names]
+    if not chosen:
+        raise ValueError(
+            f"{data}: none of the {len(names)} {split} cases of {Path(run) / 'split.json'} "
+            f"is in the dataset (e.g. {sorted(names)[:1]})"
+        )
+    return chosen
+
+
+def _as_read(image_cf: np.ndarray, meta: io.ImageMeta) -> np.ndarray:
+    """Undo :func:`segloc.engine.data.load_case`'s channels-first layout."""
+    return np.moveaxis(image_cf, 0, -1) if "channels" in meta.header else image_cf[0]
+
+
+@dataclass
+class CaseRecord:
+    """One scored case kept for a picture."""
+
+    case: str
+    dice: float
+    image: np.ndarray
+    truth: np.ndarray
+    pred: np.ndarray
+
+
+def score_cases(
+    segmenter,
+    cases: Sequence,
+    *,
+    num_classes: int | None = None,
+    label_mapping: str | None = "auto",
+    ignore_index: int | None = None,
+    empty: str = "nan",
+    surface: bool = True,
+    progress: bool = False,
+) -> tuple[Evaluation, dict[str, CaseRecord]]:
+    """Segment and score every case; return the rows and the ``"best"``/``"worst"`` cases.
+
+    Parameters
+    ----------
+    segmenter : callable
+        ``(image as read, ImageMeta) -> label map`` of class indices (bool = classes 0/1).
+    cases : sequence of CaseFiles
+    num_classes, ignore_index, empty, surface :
+        As in :func:`evaluate_case` (HD95 uses the image's spacing).
+    label_mapping : {"auto", None}
+        How label files become classes (:func:`segloc.engine.data.load_case`).
+
+    Returns
+    -------
+    Evaluation
+        One row per case (``case`` = the case name).
+    dict
+        ``{"best": CaseRecord, "worst": CaseRecord}`` by the case's mean Dice (cases with a
+        nan Dice are skipped; empty when all are).
+    """
+    from segloc.engine.data import load_case
+
+    result = Evaluation()
+    kept: dict[str, CaseRecord] = {}
+    items = cases
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(cases, desc="evaluate", unit="case")
+    for case in items:
+        image_cf, truth, meta = load_case(case, label_mapping=label_mapping)
+        image = _as_read(image_cf, meta)
+        pred = np.asarray(segmenter(image, meta))
+        if pred.shape != truth.shape:
+            raise ValueError(
+                f"{case.image}: prediction shape {pred.shape} differs from the truth {truth.shape}"
+            )
+        spacing = meta.spacing if len(meta.spacing) == truth.ndim else None
+        row = evaluate_case(
+            pred,
+            truth,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            spacing=spacing,
+            empty=empty,
+            surface=surface,
+        )
+        result.rows.append({"case": case.name, **row})
+        dice = row["dice"]
+        if math.isfinite(dice):
+            record = None
+            if "best" not in kept or dice > kept["best"].dice:
+                record = CaseRecord(case.name, dice, image, truth, pred)
+                kept["best"] = record
+            if "worst" not in kept or dice < kept["worst"].dice:
+                kept["worst"] = record or CaseRecord(case.name, dice, image, truth, pred)
+    return result, kept
+
+
+def model_segmenter(predictor):
+    """``(image, meta) -> class indices`` for a :class:`segloc.engine.infer.Predictor`."""
+
+    def run(image: np.ndarray, meta: io.ImageMeta) -> np.ndarray:
+        spacing = meta.spacing if len(meta.spacing) == predictor.dims else None
+        return np.argmax(predictor.predict(image, spacing=spacing), axis=0).astype(np.int32)
+
+    return run
+
+
+def _interior_point(region: np.ndarray) -> tuple[int, ...] | None:
+    """The pixel of ``region`` farthest from its border (None for an empty region)."""
+    from scipy import ndimage as ndi
+
+    if not region.any():
+        return None
+    dist = ndi.distance_transform_edt(region)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(dist)), region.shape))
+
+
+def classical_segmenter(method: str, *, num_classes: int = 2):
+    """``(image, meta) -> class indices`` running a classical method with no user input.
+
+    Classes follow intensity order (class 0 = darkest): threshold methods (``otsu``, ``li``,
+    ``yen``, ``triangle``; two classes only) give class 1 above the threshold, ``multiotsu``
+    and ``kmeans`` give ``num_classes`` classes ordered by intensity. The seeded methods get
+    automatic seeds, since a dataset has no clicked points: ``srg`` one seed per multi-Otsu
+    class, at the pixel of that class farthest from the class border (its most typical,
+    interior pixel), region ``i`` becoming class ``i``; ``confidence`` one seed at the interior
+    point of the brightest Otsu class, growing class 1. The truth is never looked at, so a
+    dataset whose foreground is darker than its background scores badly -- an honest result
+    for a method that cannot know. Colour images are converted to grey (luminance).
+    """
+    from skimage.color import rgb2gray
+
+    from segloc._validation import check_choice
+    from segloc.classical import segment
+
+    check_choice(method, CLASSICAL, name="method")
+    if method in ("otsu", "li", "yen", "triangle", "confidence") and num_classes != 2:
+        raise ValueError(
+            f"method {method!r} gives 2 classes, got num_classes={num_classes}; "
+            "use multiotsu, kmeans or srg"
+        )
+
+    def run(image: np.ndarray, meta: io.ImageMeta) -> np.ndarray:
+        # grey images keep their dtype: histogram-based thresholds bin integers exactly
+        grey = rgb2gray(image[..., :3]) if "channels" in meta.header else np.asarray(image)
+        if method == "multiotsu":
+            return segment(grey, "multiotsu", classes=num_classes)
+        if method == "kmeans":
+            return segment(grey, "kmeans", k=num_classes)
+        if method in ("srg", "confidence"):
+            from segloc.classical.threshold import apply_thresholds, threshold_multiotsu
+
+            if num_classes == 2 or method == "confidence":
+                from segloc.classical.threshold import threshold_otsu
+
+                classes = (grey > threshold_otsu(grey)).astype(np.int32)
+            else:
+                classes = apply_thresholds(grey, threshold_multiotsu(grey, classes=num_classes))
+            if method == "confidence":
+                seed = _interior_point(classes == 1)
+                if seed is None:
+                    return np.zeros(grey.shape, np.int32)
+                return segment(grey, "confidence", seeds=[seed]).astype(np.int32)
+            seeds = [_interior_point(classes == c) for c in range(num_classes)]
+            present = [(c, s) for c, s in enumerate(seeds) if s is not None]
+            regions = segment(grey, "srg", seeds=[s for _, s in present])
+            lut = np.array([0] + [c for c, _ in present], np.int32)  # region i+1 -> class
+            return lut[regions]
+        return segment(grey, method).astype(np.int32)
+
+    return run
+
+
+def compare_methods(
+    methods: Sequence[tuple[str, object]],
+    cases: Sequence,
+    *,
+    num_classes: int,
+    label_mapping: str | None = "auto",
+    ignore_index: int | None = None,
+    surface: bool = True,
+    progress: bool = False,
+) -> dict[str, Evaluation]:
+    """Score several segmenters (:func:`classical_segmenter`, :func:`model_segmenter`) on the
+    same cases; ``{name: Evaluation}`` in the given order. See :func:`comparison_table`."""
+    return {
+        name: score_cases(
+            seg,
+            cases,
+            num_classes=num_classes,
+            label_mapping=label_mapping,
+            ignore_index=ignore_index,
+            surface=surface,
+            progress=progress,
+        )[0]
+        for name, seg in methods
+    }
+
+
+def comparison_table(results: dict[str, Evaluation]) -> list[dict]:
+    """One row per method: ``method``, ``cases``, then the mean over cases of every score
+    column (``dice``, ``iou``, ``hd95`` and their per-class columns), nan ignored."""
+    rows = []
+    for name, ev in results.items():
+        mean = ev.summary()["mean"]
+        rows.append({"method": name, "cases": len(ev.rows), **mean})
+    return rows
+
+
+def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write rows of dicts as CSV (columns in first-seen order, floats to 6 digits), atomically."""
+    cols: list[str] = []
+    for row in rows:
+        cols += [k for k in row if k not in cols]
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k, math.nan)) for k in cols})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return Path(path)

@@ -42,8 +42,11 @@ from segloc.nn.checkpoint import CheckpointError, load_checkpoint, load_model
 
 __all__ = [
     "Predictor",
+    "expand_inputs",
     "flip_tta",
     "gaussian_importance",
+    "mask_suffix",
+    "predict_to_folder",
     "resolve_checkpoint",
     "sliding_window_inference",
     "window_starts",
@@ -520,3 +523,185 @@ class Predictor:
             f"Predictor({str(self.path)!r}, model={self.model_name!r}, dims={self.dims}, "
             f"classes={self.num_classes}, patch={self.patch_size}, backend={self.backend!r})"
         )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """Files and folders -> ``(file, output stem)`` pairs; folders are searched recursively.
+
+    The stem keeps a file's sub-folder inside the given folder (``folder/p1/a.png`` ->
+    ``p1/a``), so outputs of same-named files in different sub-folders do not collide.
+
+    Raises
+    ------
+    FileNotFoundError
+        An input that does not exist.
+    ValueError
+        A folder without images, or two inputs that would write the same output.
+    """
+    from segloc.io import case_stem, list_images
+
+    pairs: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if path.is_dir() and not _is_dicom_folder(path):
+            files = list_images(path)
+            if not files:
+                raise ValueError(f"{path}: folder without image files")
+            pairs += [(f, f.parent.relative_to(path) / case_stem(f)) for f in files]
+        else:
+            pairs.append((path, Path(case_stem(path))))
+    stems = [s.as_posix() for _, s in pairs]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise ValueError(
+            f"two inputs share the output name {dup!r}; they would overwrite each other"
+        )
+    return pairs
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    return any(p.suffix.lower() == ".dcm" for p in path.iterdir() if p.is_file())
+
+
+def mask_suffix(meta: ImageMeta, ndim: int) -> str:
+    """Output suffix of a mask: NIfTI/NRRD stay so, other volumes become NIfTI, 2D PNG."""
+    if meta.format == "nrrd":
+        return ".nrrd"
+    if meta.format == "nifti" or ndim == 3:
+        return ".nii.gz"
+    return ".png"
+
+
+def _overlay_picture(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    from segloc.viz import overlay_mask
+
+    labels = labels.astype(np.int64)
+    if labels.ndim == 3:  # the slice with the most foreground (the middle one if none)
+        counts = (labels > 0).sum(axis=(0, 1))
+        k = int(np.argmax(counts)) if counts.any() else labels.shape[2] // 2
+        image, labels = image[..., k], labels[..., k]
+    return overlay_mask(image, labels)
+
+
+def _detections(prob: np.ndarray, binary: bool) -> list[dict]:
+    from segloc.localize.detect import (
+        detections_from_class_probability,
+        detections_from_probability,
+    )
+
+    # connected components of the predicted mask (no watershed split), scored by mean prob
+    if binary:
+        return detections_from_probability(prob[1], threshold=0.5, split=False)
+    return detections_from_class_probability(prob, split=False)
+
+
+def predict_to_folder(
+    predictor: Predictor,
+    inputs: Sequence[str | os.PathLike],
+    outdir: str | os.PathLike,
+    *,
+    probabilities: bool = False,
+    overlay: bool = False,
+    boxes: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Predict every input file and write the results under ``outdir``, all or nothing.
+
+    For each input ``<stem>``: the mask ``<stem>.png`` (2D; binary models write 0/255) or
+    ``<stem>.nii.gz`` / ``.nrrd`` (volumes, with the input's affine; binary as 0/1); with
+    ``probabilities`` the class probabilities ``<stem>_prob.npy`` (``(K, *spatial)`` float32)
+    or, for NIfTI inputs, ``<stem>_prob.nii.gz`` (``(rows, cols, slices, K)``, input affine);
+    with ``overlay`` ``<stem>_overlay.png``. With ``boxes``, one ``boxes.json`` for the run:
+    ``{"images": [{"id", "file_name", "shape"}], "annotations": [...]}`` where annotations are
+    COCO results (``image_id``, ``category_id``, ``bbox`` [x, y, w, h], ``score``) plus
+    ``box`` (segloc xyxy / xyzxyz) and ``area``; one per connected component of the predicted
+    mask (per class), 3D entries without ``bbox``.
+
+    Everything is written to a hidden staging folder inside ``outdir`` and moved into place
+    only when every input succeeded, so a bad input leaves no partial output.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from segloc.io import write_mask
+    from segloc.localize.detect import detections_to_coco, write_coco_json
+    from segloc.viz import save_png
+
+    pairs = expand_inputs(inputs)
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise ValueError(f"{outdir}: output must be a folder")
+    created = not outdir.exists()
+    outdir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".segloc-predict-", dir=outdir))
+    written: list[Path] = []
+    images_doc: list[dict] = []
+    annotations: list[dict] = []
+    try:
+        items = pairs
+        if progress:
+            from tqdm import tqdm
+
+            items = tqdm(pairs, desc="predict", unit="file")
+        for image_id, (path, stem) in enumerate(items):
+            labels, prob, meta = predictor.predict_file(path)
+            rel = stem.with_name(stem.name + mask_suffix(meta, labels.ndim))
+            write_mask(stage / rel, labels, meta=meta)
+            written.append(rel)
+            if probabilities:
+                if meta.format == "nifti":
+                    import nibabel as nib
+
+                    rel = stem.with_name(stem.name + "_prob.nii.gz")
+                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    affine = meta.affine if meta.affine is not None else np.eye(4)
+                    nib.save(nib.Nifti1Image(np.moveaxis(prob, 0, -1), affine), stage / rel)
+                else:
+                    rel = stem.with_name(stem.name + "_prob.npy")
+                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    np.save(stage / rel, prob.astype(np.float32))
+                written.append(rel)
+            if overlay:
+                image, _ = read_image(path)
+                rel = stem.with_name(stem.name + "_overlay.png")
+                save_png(stage / rel, _overlay_picture(image, labels))
+                written.append(rel)
+            if boxes:
+                images_doc.append(
+                    {"id": image_id, "file_name": str(path), "shape": list(labels.shape)}
+                )
+                dets = _detections(prob, predictor.binary)
+                coco = (
+                    detections_to_coco(dets, image_id=image_id)
+                    if labels.ndim == 2
+                    else [
+                        {"image_id": image_id, "category_id": int(d["class"]), "score": d["score"]}
+                        for d in dets
+                    ]
+                )
+                for entry, d in zip(coco, dets, strict=True):
+                    entry["box"] = [float(v) for v in d["box"]]
+                    entry["area"] = int(d["area"])
+                annotations += coco
+        if boxes:
+            write_coco_json(
+                stage / "boxes.json", {"images": images_doc, "annotations": annotations}
+            )
+            written.append(Path("boxes.json"))
+        for rel in written:
+            (outdir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, outdir / rel)
+    finally:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(outdir.iterdir()):
+            outdir.rmdir()
+    return [outdir / rel for rel in written]
