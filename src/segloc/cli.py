@@ -408,6 +408,401 @@ def cmd_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------ localization: localize, train, evaluate
+
+LOCALIZE_METHODS = ("sliding-window", "proposals", "from-mask", "cnn")
+DETECTOR_METHODS = ("hog-svm", "proposals", "cnn")
+
+
+def _read_box_dataset(folder: Path) -> list[dict]:
+    """Box records of DIR: ``annotations/*.xml`` (VOC) or ``labels.csv``, beside ``images/``."""
+    from segloc.localize.annotations import read_box_csv, read_voc_folder
+
+    if (folder / "annotations").is_dir():
+        return read_voc_folder(folder)
+    if (folder / "labels.csv").is_file():
+        return read_box_csv(folder / "labels.csv", image_folder=folder / "images")
+    raise UsageError(f"{folder}: must hold annotations/*.xml or labels.csv beside images/")
+
+
+def _shrink(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """Image resized so its longer side is at most ``max_side``; the factor used."""
+    from skimage.transform import resize
+
+    h, w = image.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return image, 1.0
+    f = max_side / max(h, w)
+    small = resize(image, (round(h * f), round(w * f)), anti_aliasing=True, preserve_range=True)
+    return small.astype(np.float32), f
+
+
+def _localize_one(args: argparse.Namespace, model, image: np.ndarray, mask_path: Path | None):
+    """(boxes, scores, class indices 0..K-1) of one image by ``args.method``."""
+    method = args.method
+    if method == "sliding-window":
+        max_side = model.metadata_.get("max_side")
+        grey = image.mean(axis=2) if image.ndim == 3 else image
+        grey = grey / 255.0 if image.dtype == np.uint8 else grey
+        small, f = _shrink(np.asarray(grey, np.float32), max_side)
+        boxes, scores = model.detect(
+            small,
+            score_threshold=args.score_threshold,
+            max_detections=args.max_detections,
+        )
+        return boxes / f, scores, np.zeros(len(boxes), np.int64)
+    if method == "proposals" and model is not None:
+        return model.detect(
+            image,
+            score_threshold=args.score_threshold,
+            max_detections=args.max_detections,
+            return_classes=True,
+        )
+    if method == "proposals":
+        from segloc.localize.proposals import selective_search
+
+        small, f = _shrink(image, args.max_side)
+        if small.dtype != np.uint8 and not np.issubdtype(small.dtype, np.floating):
+            small = small.astype(np.float32) / float(np.iinfo(small.dtype).max)
+        elif np.issubdtype(small.dtype, np.floating) and image.dtype == np.uint8:
+            small = np.clip(small / 255.0, 0, 1)
+        boxes, _ = selective_search(small, mode="fast", max_proposals=args.top)
+        # raw proposals carry their rank only: score 1 / (1 + rank), best first
+        scores = 1.0 / (1.0 + np.arange(len(boxes)))
+        return boxes / f, scores, np.zeros(len(boxes), np.int64)
+    if method == "from-mask":
+        from segloc import io
+        from segloc.localize.detect import detections_from_probability
+
+        if mask_path is not None:
+            fg, _ = io.read_mask(mask_path)
+            fg = fg > 0
+            if fg.shape != image.shape[:2]:
+                raise ValueError(
+                    f"{mask_path}: mask shape {fg.shape} must match its image {image.shape[:2]}"
+                )
+        else:
+            from skimage.filters import threshold_otsu
+
+            grey = image.mean(axis=2) if image.ndim == 3 else image.astype(np.float64)
+            t = threshold_otsu(grey)
+            fg = grey < t if args.dark else grey > t
+        dets = detections_from_probability(
+            fg.astype(np.float64),
+            split=not args.no_split,
+            min_size=args.min_size,
+            min_distance=args.min_distance,
+        )
+        boxes = np.array([d["box"] for d in dets], np.float64).reshape(-1, 4)
+        scores = np.array([d["score"] for d in dets], np.float64)
+        order = np.argsort(-scores, kind="stable")[: args.max_detections]
+        return boxes[order], scores[order], np.zeros(len(order), np.int64)
+    # cnn
+    from segloc.localize.cnn import localize_cnn
+
+    boxes, scores, labels = localize_cnn(model, image, return_labels=True)
+    keep = scores >= args.score_threshold
+    return boxes[keep], scores[keep], labels[keep].astype(np.int64) - 1
+
+
+def _load_localize_model(args: argparse.Namespace) -> tuple[object, list[str]]:
+    """The model named by --model for the method, and its class names."""
+    method = args.method
+    if args.model is None:
+        if method in ("sliding-window", "cnn"):
+            raise UsageError(f"--method {method} needs --model (from segloc train-detector)")
+        return None, ["object"]
+    if method == "from-mask":
+        raise UsageError("--method from-mask takes no --model (it reads --mask or thresholds)")
+    if method == "sliding-window":
+        from segloc.localize.sliding_window import HogSvmDetector
+
+        model = HogSvmDetector.load(args.model)
+        return model, list(model.metadata_.get("classes", ["object"]))
+    if method == "proposals":
+        from segloc.localize.rcnn import ProposalDetector
+
+        model = ProposalDetector.load(args.model)
+        return model, list(model.classes_)
+    from segloc.localize.cnn import load_localizer
+
+    if not Path(args.model).exists():
+        raise UsageError(f"{args.model}: no such model file or run folder")
+    model = load_localizer(args.model)
+    return model, list(getattr(model, "extra", {}).get("classes") or ["object"])
+
+
+def cmd_localize(args: argparse.Namespace) -> int:
+    from segloc import io, viz
+    from segloc._validation import atomic_path
+    from segloc.masks import coco_results
+
+    images = [Path(p) for p in args.images]
+    if args.mask is not None:
+        if args.method != "from-mask":
+            raise UsageError("--mask goes with --method from-mask")
+        if len(args.mask) != len(images):
+            raise UsageError(
+                f"--mask must give one mask per image ({len(images)}), got {len(args.mask)}"
+            )
+    if args.score_threshold is None:
+        # SVM margins: 0 is the decision boundary; the other methods' scores are in [0, 1]
+        args.score_threshold = 0.0
+    model, classes = _load_localize_model(args)
+    overlays = None
+    if args.overlay:
+        overlays = _output_paths(images, Path(args.overlay), lambda p: "_boxes.png")
+    doc = {
+        "method": args.method,
+        "convention": "COCO bbox [x, y, width, height], half-open pixel edges; "
+        "image_id = position in 'images' (1-based)",
+        "images": [],
+        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)],
+        "annotations": [],
+    }
+    drawn = []
+    for k, path in enumerate(images, start=1):
+        image, _ = io.read_image(path)
+        if image.ndim != 2 and not (image.ndim == 3 and image.shape[2] in (3, 4)):
+            raise ValueError(f"{path}: must be a 2D grey or colour image, got shape {image.shape}")
+        if image.ndim == 3:
+            image = image[..., :3]
+        mask = Path(args.mask[k - 1]) if args.mask else None
+        boxes, scores, cls = _localize_one(args, model, image, mask)
+        doc["images"].append(
+            {
+                "id": k,
+                "file_name": path.name,
+                "path": str(path),
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+            }
+        )
+        for r in coco_results(k, boxes, scores, np.asarray(cls, np.int64) + 1):
+            r["id"] = len(doc["annotations"]) + 1
+            r["area"] = r["bbox"][2] * r["bbox"][3]
+            doc["annotations"].append(r)
+        if overlays is not None:
+            labels = [classes[int(c)] if 0 <= int(c) < len(classes) else str(c) for c in cls]
+            drawn.append(viz.draw_boxes(image, boxes, labels=labels, scores=list(scores)))
+        print(f"{path}: {len(boxes)} boxes", flush=True)
+    # nothing is written before every image worked
+    with atomic_path(args.output) as tmp:
+        tmp.write_text(json.dumps(doc))
+    if overlays is not None:
+        for out, rgb in zip(overlays, drawn, strict=True):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            viz.save_png(out, rgb)
+    print(f"{len(doc['annotations'])} boxes in {len(images)} image(s) -> {args.output}")
+    return 0
+
+
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    from segloc.engine.data import split_cases
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UsageError(f"{data}: --data must be a dataset folder")
+    if args.method == "cnn":
+        from segloc.localize.cnn import train_localizer
+
+        if args.epochs is None and args.time_budget is None:
+            raise UsageError("--method cnn needs --epochs and/or --time-budget")
+        path = train_localizer(
+            data,
+            args.output,
+            epochs=args.epochs,
+            time_budget=args.time_budget,
+            resume=args.resume,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            device=args.device,
+        )
+        print(f"CNN localizer -> {path}")
+        return 0
+    from segloc import io
+
+    records = _read_box_dataset(data)
+    by_stem = {r["image_path"].stem: r for r in records}
+    train, val = split_cases(sorted(by_stem), val_fraction=args.val_fraction, seed=args.seed)
+    train = [by_stem[s] for s in train]
+    images = [io.read_image(r["image_path"])[0] for r in train]
+    images = [im[..., :3] if im.ndim == 3 else im for im in images]
+    classes = sorted({c for r in train for c in r["classes"]})
+    meta = {
+        "data": str(data),
+        "held_out": sorted(val),
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+    }
+    if args.method == "hog-svm":
+        from segloc.localize.sliding_window import HogSvmDetector
+
+        if len(classes) > 1:
+            raise UsageError(
+                f"{data}: --method hog-svm trains one class, got {len(classes)}: {classes}"
+            )
+        max_side = args.max_side or 320
+        greys, boxes = [], []
+        for im, r in zip(images, train, strict=True):
+            grey = im.mean(axis=2) if im.ndim == 3 else im
+            grey = grey / 255.0 if im.dtype == np.uint8 else grey
+            small, f = _shrink(np.asarray(grey, np.float32), max_side)
+            greys.append(small)
+            boxes.append(r["boxes"] * f)
+        det = HogSvmDetector(None, scale=1.2).fit(
+            greys,
+            boxes,
+            negatives_per_image=30,
+            hard_negative_rounds=args.hard_rounds,
+            seed=args.seed,
+        )
+        det.save(args.output, metadata={**meta, "classes": classes, "max_side": max_side})
+    else:
+        from segloc.localize.rcnn import ProposalDetector
+
+        det = ProposalDetector(max_side=args.max_side or 256).fit(
+            images,
+            [r["boxes"] for r in train],
+            [r["classes"] for r in train],
+            hard_negative_rounds=args.hard_rounds,
+            seed=args.seed,
+        )
+        det.save(args.output, metadata=meta)
+    print(
+        f"{args.method} detector on {len(train)} images ({len(val)} held out) "
+        f"in {det.training_stats_['seconds']:.0f} s -> {args.output}"
+    )
+    return 0
+
+
+def _truth_dataset(path: Path) -> dict:
+    """COCO dataset of a truth file: COCO JSON, a folder of VOC XML files, or a box CSV."""
+    from segloc.localize.annotations import read_box_csv, read_voc_xml
+
+    if path.is_dir():
+        folder = path / "annotations" if (path / "annotations").is_dir() else path
+        files = sorted(folder.glob("*.xml"))
+        if not files:
+            raise ValueError(f"{path}: must hold VOC .xml files, got none")
+        records = [read_voc_xml(f) for f in files]
+    elif path.suffix.lower() == ".csv":
+        records = read_box_csv(path)
+    elif path.suffix.lower() == ".json":
+        try:
+            truth = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(truth, dict) or not all(
+            k in truth for k in ("images", "annotations", "categories")
+        ):
+            raise ValueError(f"{path}: must be a COCO dataset with images, annotations, categories")
+        return truth
+    else:
+        raise ValueError(f"{path}: truth must be a COCO .json, a VOC XML folder or a .csv")
+    records = sorted(records, key=lambda r: r["image_path"].name)
+    classes = sorted({c for r in records for c in r["classes"]})
+    truth = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)],
+    }
+    for k, r in enumerate(records, start=1):
+        truth["images"].append(
+            {"id": k, "file_name": r["image_path"].name, "height": r["height"], "width": r["width"]}
+        )
+        for box, c, diff in zip(r["boxes"], r["classes"], r["difficult"], strict=True):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            truth["annotations"].append(
+                {
+                    "id": len(truth["annotations"]) + 1,
+                    "image_id": k,
+                    "category_id": classes.index(c) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": int(bool(diff)),
+                }
+            )
+    return truth
+
+
+def _predictions(path: Path, truth: dict) -> list[dict]:
+    """COCO results of PRED, with image and category ids mapped onto the truth's."""
+    try:
+        pred = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(pred, list):
+        return pred  # plain COCO results: ids already those of the truth
+    if not isinstance(pred, dict) or "annotations" not in pred or "images" not in pred:
+        raise ValueError(f"{path}: must be a COCO results list or a segloc localize file")
+    # a segloc localize file: images by file name, categories by name
+    truth_ids = {im.get("file_name"): im["id"] for im in truth["images"]}
+    image_map = {}
+    for im in pred["images"]:
+        if im.get("file_name") not in truth_ids:
+            raise ValueError(f"{path}: image {im.get('file_name')!r} is not in the truth")
+        image_map[im["id"]] = truth_ids[im["file_name"]]
+    truth_cats = {c["name"]: c["id"] for c in truth["categories"]}
+    cat_map = {}
+    for c in pred.get("categories", []):
+        if c["name"] in truth_cats:
+            cat_map[c["id"]] = truth_cats[c["name"]]
+        elif len(truth_cats) == 1:
+            # one class each side: a detector's generic "object" is the truth's class
+            cat_map[c["id"]] = next(iter(truth_cats.values()))
+        else:
+            raise ValueError(f"{path}: category {c['name']!r} is not in the truth")
+    out = []
+    for r in pred["annotations"]:
+        try:
+            out.append(
+                {
+                    **r,
+                    "image_id": image_map[r["image_id"]],
+                    "category_id": cat_map.get(r["category_id"], r["category_id"]),
+                }
+            )
+        except (KeyError, TypeError):
+            raise ValueError(f"{path}: result names an image id not in its images") from None
+    return out
+
+
+def cmd_evaluate_boxes(args: argparse.Namespace) -> int:
+    from segloc.detection_metrics import evaluate_detections
+
+    pred_path, truth_path = Path(args.pred), Path(args.truth)
+    if not pred_path.is_file():
+        raise UsageError(f"{pred_path}: no such file")
+    if not truth_path.exists():
+        raise UsageError(f"{truth_path}: no such file or folder")
+    truth = _truth_dataset(truth_path)
+    results = _predictions(pred_path, truth)
+    try:
+        ev = evaluate_detections(truth, results)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{pred_path}: {exc}") from None
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    keys = ("AP", "AP50", "AP75", "AR100")
+    print(f"{'class':<16}" + "".join(f"{k:>8}" for k in keys))
+    print(f"{'all':<16}" + "".join(f"{ev[k]:>8.4f}" for k in keys))
+    if len(names) > 1:
+        for cid, per in sorted(ev["per_class"].items()):
+            print(f"{names.get(cid, str(cid)):<16}" + "".join(f"{per[k]:>8.4f}" for k in keys))
+    if args.json:
+        from segloc._validation import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(
+                json.dumps(
+                    {k: v for k, v in ev.items() if k != "per_class"}
+                    | {"per_class": {names.get(c, str(c)): v for c, v in ev["per_class"].items()}},
+                    indent=2,
+                )
+            )
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from segloc import io
 
@@ -742,6 +1137,96 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connectivity", type=int, default=1)
     p.add_argument("--kind", default="auto", choices=["auto", "binary", "labels"])
     p.set_defaults(func=cmd_boxes)
+
+    p = sub.add_parser(
+        "localize",
+        help="boxes of objects in 2D images (sliding window, proposals, from a mask, CNN)",
+        description="Writes one JSON for all images: 'images' (id = 1-based position, "
+        "file_name, path, height, width), 'categories' and 'annotations' (COCO results: "
+        "image_id, category_id, bbox [x, y, w, h] with half-open pixel edges, score).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--method", required=True, choices=LOCALIZE_METHODS)
+    p.add_argument(
+        "--model",
+        help="detector from segloc train-detector (sliding-window, cnn; "
+        "proposals: without it the raw ranked selective-search boxes)",
+    )
+    p.add_argument("-o", "--output", required=True, help="boxes JSON file")
+    p.add_argument("--overlay", help="PNG with the boxes drawn (one image) or a folder")
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        help="drop boxes scoring below (default 0: the SVM boundary)",
+    )
+    p.add_argument("--max-detections", type=int, default=100, help="boxes kept per image")
+    p.add_argument("--top", type=int, default=100, help="raw proposals kept (no --model)")
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=500,
+        help="raw proposals: image shrunk to this longer side first",
+    )
+    p.add_argument(
+        "--mask",
+        nargs="+",
+        help="from-mask: one mask file per image (default: Otsu threshold of the image)",
+    )
+    p.add_argument("--dark", action="store_true", help="from-mask Otsu: objects are dark")
+    p.add_argument(
+        "--no-split", action="store_true", help="from-mask: no watershed split of touching objects"
+    )
+    p.add_argument("--min-size", type=int, default=10, help="from-mask: smallest object (pixels)")
+    p.add_argument(
+        "--min-distance",
+        type=int,
+        default=5,
+        help="from-mask: least distance between object centres (watershed)",
+    )
+    p.set_defaults(func=cmd_localize)
+
+    p = sub.add_parser(
+        "train-detector",
+        help="train a box detector on DIR (images/ + annotations/*.xml or labels.csv)",
+    )
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--method", required=True, choices=DETECTOR_METHODS)
+    p.add_argument("-o", "--output", required=True, help="model file (.npz; cnn: run folder)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of images held out (split_cases of the sorted stems)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-side",
+        type=int,
+        help="images shrunk to this longer side (hog-svm 320, proposals 256)",
+    )
+    p.add_argument("--hard-rounds", type=int, default=1, help="hard-negative mining rounds")
+    p.add_argument("--epochs", type=int, help="cnn: epochs")
+    p.add_argument("--time-budget", help="cnn: wall time, e.g. 300 or 5m")
+    p.add_argument("--resume", action="store_true", help="cnn: continue the run in -o")
+    p.add_argument("--device", default="cpu", help="cnn: cpu or cuda")
+    p.set_defaults(func=cmd_train_detector)
+
+    p = sub.add_parser(
+        "evaluate-boxes",
+        help="COCO AP, AP50, AP75, AR of predicted boxes against truth",
+    )
+    p.add_argument(
+        "pred", metavar="PRED.json", help="segloc localize output or a COCO results list"
+    )
+    p.add_argument(
+        "truth",
+        metavar="TRUTH",
+        help="COCO JSON, a folder of VOC XML files, or a box CSV; a localize "
+        "file's images are matched by file name, a results list by image id "
+        "(VOC/CSV truth: 1-based in file-name order)",
+    )
+    p.add_argument("--json", help="also write the scores here")
+    p.set_defaults(func=cmd_evaluate_boxes)
 
     p = sub.add_parser("info", help="shape, dtype, spacing, value range and labels of a file")
     p.add_argument("file")
