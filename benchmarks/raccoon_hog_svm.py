@@ -4,9 +4,10 @@
                                          [--C 0.01] [--window 64 64 | --window auto]
 
 Data: ``raccoon/`` (160 photos, 173 VOC boxes; segloc.localize.annotations.read_voc_folder).
-Split: an image is validation when ``sha256(f"{seed}:{file name}") mod 100 < 20`` (about
-80/20, fixed by the seed, independent of file order). Images are read grey and downscaled so
-that the longer side is at most ``--max-side`` pixels (boxes scaled alike). The detector
+Split: ``segloc.engine.data.split_cases(sorted image stems, val_fraction=0.2, seed)``, the
+split of benchmarks/raccoon_detectors.py (which compares this detector with the others).
+Images are read grey and downscaled so that the longer side is at most ``--max-side`` pixels
+(boxes scaled alike). The detector
 (segloc.localize.sliding_window.HogSvmDetector: 9 orientations, 8x8 cells, 2x2 blocks, L2-Hys,
 LinearSVC, scale 1.25, one hard-negative round) is trained on the training part and scored on
 the validation part with COCO AP (segloc.detection_metrics.evaluate_detections).
@@ -16,7 +17,6 @@ Timing is wall clock on whatever else the machine is doing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 from skimage.transform import resize
 
 from segloc.detection_metrics import evaluate_detections
+from segloc.engine.data import split_cases
 from segloc.io import read_image
 from segloc.localize.annotations import read_voc_folder
 from segloc.localize.sliding_window import HogSvmDetector
@@ -33,11 +34,6 @@ from segloc.masks import box_to_coco, coco_results
 DEFAULT_DATA = os.environ.get(
     "SEGLOC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
 )
-
-
-def is_validation(name: str, seed: int) -> bool:
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
-    return int(digest, 16) % 100 < 20
 
 
 def load(rec: dict, max_side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     window = None if args.window == ["auto"] else tuple(int(v) for v in args.window)
 
     records = read_voc_folder(Path(args.data) / "raccoon", classes=["raccoon"])
-    train = [r for r in records if not is_validation(r["image_path"].name, args.seed)]
-    val = [r for r in records if is_validation(r["image_path"].name, args.seed)]
+    by_stem = {r["image_path"].stem: r for r in records}
+    train, val = split_cases(sorted(by_stem), val_fraction=0.2, seed=args.seed)
+    train, val = [by_stem[s] for s in train], [by_stem[s] for s in val]
     t0 = time.perf_counter()
     train_data = [load(r, args.max_side) for r in train]
     val_data = [load(r, args.max_side) for r in val]
