@@ -307,3 +307,10 @@ def test_predictor_3d_volume(tmp_path):
     prob = Predictor(tmp_path / "d.safetensors", device="cpu").predict(vol, spacing=(1, 1, 2))
     assert prob.shape == (2, 20, 18, 9)
     np.testing.assert_allclose(prob.sum(0), 1.0, atol=1e-5)
+
+
+def test_predictor_accepts_one_target_spacing_value_for_all_axes(tmp_path):
+    make_ckpt(tmp_path / "s.safetensors", target_spacing=[2.0])
+    pred = Predictor(tmp_path / "s.safetensors", device="cpu")
+    assert pred.target_spacing == (2.0, 2.0)
+    assert pred.predict(np.zeros((40, 30), np.float32), spacing=(1.0, 1.0)).shape == (2, 40, 30)

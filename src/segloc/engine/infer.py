@@ -388,7 +388,10 @@ class Predictor:
         self.patch_size = tuple(int(p) for p in extra["patch_size"])
         self.normalize = extra.get("normalize")
         ts = extra.get("target_spacing")
-        self.target_spacing = None if ts is None else tuple(float(t) for t in ts)
+        if ts is not None:
+            ts = [ts] if isinstance(ts, (int, float)) else list(ts)
+            ts = ts * self.dims if len(ts) == 1 else ts  # one value: every axis
+        self.target_spacing = None if ts is None else check_spacing(ts, self.dims)
         self.label_mapping = extra.get("label_mapping")
         self.backend = backend
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
