@@ -380,3 +380,11 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path):
     rows = _rows(tmp_path / "run" / "metrics.csv")
     assert len(rows) == 2  # only rank 0 writes the run folder
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+
+
+def test_precision(tmp_path):
+    data = _disks(tmp_path / "data", n=4)
+    result = train(_config(data, tmp_path / "bf16", epochs=1, precision="bf16"), progress=False)
+    assert math.isfinite(result.history[0]["train_loss"])
+    with pytest.raises(ValueError, match="precision 'fp16' needs CUDA"):
+        train(_config(data, tmp_path / "fp16", epochs=1, precision="fp16"), progress=False)

@@ -898,6 +898,7 @@ _TRAIN_FLAGS = (
     ("--seed", "seed", int, "random seed (default 0)"),
     ("--panels", "panels", int, "validation cases drawn as sample panels (default 2)"),
     ("--threads", "threads", int, "torch threads (default: torch's choice)"),
+    ("--precision", "precision", str, "auto (fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"),
 )
 _TRAIN_LISTS = ("patch", "target_spacing")
 
@@ -913,8 +914,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag, name in (("resume", "resume"), ("deep_supervision", "deep_supervision")):
         if getattr(args, flag):
             values[name] = True
-    if args.no_amp:
-        values["amp"] = False
     cfg = TrainConfig.from_dict(values, source=args.config or "command line")
     result = train(cfg, progress=not args.quiet)
     print(
@@ -1261,7 +1260,6 @@ def build_parser() -> argparse.ArgumentParser:
         nargs = "+" if name in _TRAIN_LISTS else None
         p.add_argument(flag, dest=name, type=kind, nargs=nargs, default=None, help=text)
     p.add_argument("--deep-supervision", action="store_true", help="U-Net++: train all heads")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     p.set_defaults(func=cmd_train)

@@ -314,8 +314,10 @@ class TrainConfig:
     workers : int
         DataLoader worker processes.
     device : {"auto", "cpu", "cuda"}
-    amp : bool
-        Mixed precision (float16 autocast with gradient scaling) on CUDA; ignored on CPU.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass: ``"auto"`` is float16 with gradient scaling
+        on CUDA and float32 on CPU; ``"bf16"`` also runs on CPUs with bfloat16 units. The
+        loss is always computed in float32.
     seed : int
     panels : int
         Validation cases drawn as sample panels.
@@ -359,7 +361,7 @@ class TrainConfig:
     foreground_fraction: float = 1 / 3
     workers: int = 0
     device: str = "auto"
-    amp: bool = True
+    precision: str = "auto"
     seed: int = 0
     panels: int = 2
     resume: bool = False
@@ -405,6 +407,7 @@ class TrainConfig:
         check_choice(self.loss, ("dice_ce", "ce", "dice"), name="loss")
         check_choice(self.group_by, ("case", "folder"), name="group_by")
         check_choice(self.augment, ("default", "light", "none"), name="augment")
+        check_choice(self.precision, ("auto", "fp32", "bf16", "fp16"), name="precision")
         if self.normalize is not None:
             check_choice(self.normalize, ("zscore", "percentile", "minmax"), name="normalize")
         for name in ("batch", "samples_per_epoch", "val_every", "panels"):
@@ -729,6 +732,12 @@ def _checkpoint_extra(cfg: TrainConfig, dims: int, channels: int, classes: int) 
     }
 
 
+def _as_float(logits: torch.Tensor | Sequence[torch.Tensor]) -> Any:
+    if isinstance(logits, torch.Tensor):
+        return logits.float()
+    return [t.float() for t in logits]
+
+
 def _data_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -835,7 +844,13 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     generator = torch.Generator()
     model.to(device)
     optimizer = _optimizer(cfg, model)
-    use_amp = bool(cfg.amp and device.type == "cuda")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on the CPU")
+    autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    use_amp = precision == "fp16"  # gradient scaling: float16 only
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = _loss(cfg)
 
@@ -936,8 +951,11 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
             lr = set_lr()
             x = batch["image"].to(device, non_blocking=True)
             y = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(net(x), y)
+            with torch.autocast(
+                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+            ):
+                logits = net(x)
+            loss = loss_fn(_as_float(logits), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
