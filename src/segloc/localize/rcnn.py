@@ -12,7 +12,9 @@ The detector of Girshick et al. [RCNN]_ with hand-made features in place of the 
 4. one linear SVM per class (scikit-learn ``LinearSVC``): positives are the truth boxes and
    the proposals with IoU >= 0.5 with a truth box of the class, negatives the proposals with
    IoU < 0.3 with every truth box of the class; a random start, then rounds of hard-negative
-   mining (add the margin violators with the highest scores, retrain);
+   mining (add the margin violators with the highest scores, retrain). R-CNN's own SVMs
+   take the truth boxes alone as positives (IoU >= 0.5 served its CNN fine-tuning); with
+   fixed HOG features and few truth boxes, the overlapping proposals add jittered positives;
 5. optional class-specific bounding-box regression (R-CNN Appendix C): ridge regression of
    ``(tx, ty, tw, th)`` on the features of the proposals with IoU >= 0.6;
 6. per-class greedy non-maximum suppression (:func:`segloc.boxes.batched_nms`).
