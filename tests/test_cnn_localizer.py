@@ -139,11 +139,12 @@ def test_box_dataset_without_augmentation_scales_the_box_exactly():
     assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 20, 30)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_box_dataset_augmented_box_stays_on_the_object(seed):
+@pytest.mark.parametrize("crop", [1.0, 0.5])
+@pytest.mark.parametrize("seed", range(4))
+def test_box_dataset_augmented_box_stays_on_the_object(seed, crop):
     truth = (40, 30, 100, 70)
     image = _scene(100, 140, truth, seed=seed)
-    ds = BoxDataset([image], [[truth]], image_size=(64, 64), augment=True, seed=seed)
+    ds = BoxDataset([image], [[truth]], image_size=(64, 64), augment=True, seed=seed, crop=crop)
     flipped = []
     for epoch in range(4):
         ds.set_epoch(epoch)
@@ -170,6 +171,18 @@ def test_box_dataset_flip_mirrors_the_box():
     assert lefts == {True, False}  # both orientations were drawn
 
 
+def test_box_dataset_without_crop_only_flips_the_box():
+    truth = (28, 10, 70, 50)
+    ds = BoxDataset([_scene(60, 80, truth)], [[truth]], image_size=(30, 40), crop=0.0, seed=3)
+    seen = set()
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        seen.add(tuple(np.round(ds[0]["box"].numpy().astype(float), 4)))
+    # (28, 10, 70, 50) / (80, 60) or its mirror (10, 10, 52, 50) / (80, 60)
+    want = {tuple(np.round(np.array(b) / [80, 60, 80, 60], 4)) for b in (truth, (10, 10, 52, 50))}
+    assert seen == want
+
+
 def test_box_dataset_targets_the_largest_box_and_empty_images():
     boxes = [[[0, 0, 4, 4], [10, 10, 30, 20], [0, 0, 2, 2]], np.zeros((0, 4))]
     ds = BoxDataset(
@@ -192,6 +205,7 @@ def test_box_dataset_targets_the_largest_box_and_empty_images():
         ({"boxes_per_image": [[[5, 0, 1, 1]]]}, r"boxes_per_image\[0\]"),
         ({"labels_per_image": [[0]]}, r"labels_per_image\[0\] must be >= 1"),
         ({"image_size": (0, 8)}, "image_size"),
+        ({"crop": 1.5}, "crop"),
     ],
 )
 def test_box_dataset_rejects_bad_input(kwargs, match):

@@ -1116,12 +1116,12 @@ class BoxDataset(Dataset):
     its target box in normalised coordinates.
 
     With ``augment=True``, before resizing: a random crop that keeps the whole target box
-    (each side of the crop is drawn uniformly between the image edge and the box edge, so
-    crops never cut the object), then after resizing a horizontal flip with probability 0.5
-    and a mild colour jitter (brightness and contrast factors in [0.8, 1.2], saturation in
-    [0.8, 1.2]). Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``,
-    so an item depends only on the seed, :meth:`set_epoch` and its index (the same in any
-    DataLoader worker, and after resuming).
+    (each side of the crop cuts away a uniform random share in [0, ``crop``] of the margin
+    between the image edge and the box edge, so crops never cut the object), then after
+    resizing a horizontal flip with probability 0.5 and a mild colour jitter (brightness,
+    contrast and saturation factors in [0.8, 1.2]). Randomness comes from
+    ``numpy.random.default_rng([seed, epoch, index])``, so an item depends only on the seed,
+    :meth:`set_epoch` and its index (the same in any DataLoader worker, and after resuming).
 
     Parameters
     ----------
@@ -1136,6 +1136,8 @@ class BoxDataset(Dataset):
         Model input size (rows, cols).
     augment : bool, optional
     seed : int, optional
+    crop : float, optional
+        Largest share of each margin a crop removes (0: no cropping; 1: up to the box).
     labels_per_image : sequence of sequence of int, optional
         Class index (>= 1) of each box; default 1 for every box. Label 0 is "no object".
     names : sequence of str, optional
@@ -1163,6 +1165,7 @@ class BoxDataset(Dataset):
         image_size: Sequence[int] = (224, 224),
         augment: bool = True,
         seed: int = 0,
+        crop: float = 1.0,
         labels_per_image: Sequence[Sequence[int]] | None = None,
         names: Sequence[str] | None = None,
     ) -> None:
@@ -1183,6 +1186,9 @@ class BoxDataset(Dataset):
         self.images = list(images)
         self.image_size: tuple[int, int] = size  # type: ignore[assignment]
         self.augment = bool(augment)
+        if not 0 <= crop <= 1:
+            raise ValueError(f"crop must be in [0, 1], got {crop}")
+        self.crop = float(crop)
         self.seed = int(seed)
         self.epoch = 0
         self.names = (
@@ -1237,10 +1243,11 @@ class BoxDataset(Dataset):
         if self.augment:
             h, w = rgb.shape[:2]
             if label > 0:  # the crop keeps the box: each edge between image edge and box edge
-                x0 = int(rng.integers(0, int(np.floor(box[0])) + 1))
-                y0 = int(rng.integers(0, int(np.floor(box[1])) + 1))
-                x1 = int(rng.integers(int(np.ceil(box[2])), w + 1))
-                y1 = int(rng.integers(int(np.ceil(box[3])), h + 1))
+                cut = rng.uniform(0, self.crop, size=4)
+                x0 = int(np.floor(cut[0] * box[0]))
+                y0 = int(np.floor(cut[1] * box[1]))
+                x1 = int(np.ceil(w - cut[2] * (w - box[2])))
+                y1 = int(np.ceil(h - cut[3] * (h - box[3])))
             else:
                 x0, y0, x1, y1 = 0, 0, w, h
             rgb = rgb[y0:y1, x0:x1]

@@ -44,10 +44,13 @@ from segloc.boxes import box_iou, convert, generalized_box_iou, scale_boxes
 
 __all__ = [
     "BoxLocalizer",
+    "evaluate_localizer",
     "load_localizer",
     "localization_loss",
     "localize_cnn",
+    "read_box_records",
     "save_localizer",
+    "split_records",
     "train_localizer",
 ]
 
@@ -511,6 +514,7 @@ def train_localizer(
     base_channels: int = 16,
     depth: int = 5,
     max_side: int | None = None,
+    crop: float = 1.0,
     num_workers: int = 0,
     progress: bool = True,
 ) -> Path:
@@ -544,6 +548,8 @@ def train_localizer(
         state file the run starts afresh.
     image_size : (int, int), optional
         Network input (rows, cols).
+    crop : float, optional
+        Augmentation crop strength (:class:`segloc.engine.data.BoxDataset`).
     max_side : int, optional
         Images are decoded once and kept shrunk to this longer side (default
         ``2 * max(image_size)``).
@@ -614,6 +620,7 @@ def train_localizer(
         image_size=size,
         augment=True,
         seed=seed,
+        crop=crop,
         labels_per_image=class_ids(train_recs),
         names=[Path(r["image_path"]).stem for r in train_recs],
     )
@@ -635,6 +642,7 @@ def train_localizer(
         "base_channels": base_channels,
         "depth": depth,
         "max_side": max_side,
+        "crop": crop,
         "classes": classes,
         "train_cases": [Path(r["image_path"]).stem for r in train_recs],
         "val_cases": [Path(r["image_path"]).stem for r in val_recs],
