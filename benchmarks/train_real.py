@@ -1,0 +1,414 @@
+"""Train segloc on a real dataset within a time budget and score the validation split.
+
+Usage (one dataset per run, on an otherwise idle machine)::
+
+    python benchmarks/train_real.py isbi --out benchmarks/results
+    python benchmarks/train_real.py hippocampus --out benchmarks/results
+    python benchmarks/train_real.py lgg|ph2|camvid --out benchmarks/results
+
+Each recipe trains with :func:`segloc.engine.train.train` (validation split = the trainer's
+``split_cases`` split, seed 0, or the patient split for LGG), then predicts every validation
+case with :class:`segloc.engine.infer.Predictor` (Gaussian sliding window, flip TTA) from the
+best checkpoint and reports the issue's metric. ``isbi`` also runs the plain MONAI recipe
+(BasicUNet (16, 32, 64, 128, 256, 16), Dice+CE, AdamW 1e-3, batch 4 of random 256 crops with
+flips, same minutes) on the same split, in a separate process of the same run.
+
+Writes ``<out>/train_<name>.md`` (table, command, commit, load) and ``<out>/train_<name>/``
+(the panels of the best and worst validation case, curves, metrics.csv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _timing import run_header  # noqa: E402
+
+DATA = Path(os.environ.get("SEGLOC_DATA", HERE.parent.parent / "shared" / "data"))
+
+# Recipes: generic settings, chosen before looking at the validation scores of the runs
+# reported in the README (no tuning on the validation split).
+RECIPES: dict[str, dict] = {
+    "isbi": dict(
+        folder="isbi2012",
+        minutes=20,
+        train=dict(
+            model="unet",
+            base_channels=16,
+            depth=4,
+            patch=[256],
+            batch=4,
+            samples_per_epoch=200,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="poly",
+            warmup=0.02,
+            precision="bf16",
+            val_every=5,
+        ),
+        metric="dice_class_1+accuracy",
+        classes_named={1: "cell interior (255)"},
+    ),
+    "hippocampus": dict(
+        folder="hippocampus",
+        minutes=30,
+        train=dict(
+            model="unet",
+            base_channels=16,
+            depth=3,
+            batch=2,
+            samples_per_epoch=160,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="cosine",
+            precision="bf16",
+            foreground_fraction=0.33,
+            val_every=5,
+        ),
+        metric="dice_mean_classes",
+        classes_named={1: "anterior", 2: "posterior"},
+    ),
+    "lgg": dict(
+        folder="lgg_mri",
+        minutes=10,
+        train=dict(
+            model="unet",
+            base_channels=16,
+            depth=4,
+            patch=[256],
+            batch=4,
+            group_by="folder",
+            samples_per_epoch=100,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="poly",
+            precision="bf16",
+            foreground_fraction=0.5,
+            val_every=3,
+            val_fraction=0.25,
+        ),
+        metric="dice_positive_slices",
+        classes_named={1: "tumour"},
+    ),
+    "ph2": dict(
+        folder="ph2",
+        minutes=10,
+        train=dict(
+            model="unet",
+            base_channels=16,
+            depth=5,
+            patch=[256],
+            batch=4,
+            samples_per_epoch=100,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="poly",
+            precision="bf16",
+            val_every=3,
+        ),
+        metric="dice_class_1",
+        classes_named={1: "lesion"},
+    ),
+    "camvid": dict(
+        folder="camvid",
+        minutes=10,
+        train=dict(
+            model="unet",
+            base_channels=16,
+            depth=4,
+            patch=[256],
+            batch=4,
+            ignore_index=11,
+            samples_per_epoch=100,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="poly",
+            precision="bf16",
+            val_every=3,
+        ),
+        metric="miou",
+        classes_named={},
+    ),
+}
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _score(run: Path, data: Path, recipe: dict, tta: bool, panel_dir: Path | None = None) -> dict:
+    """Predict the validation cases of ``run`` and compute the recipe's metric."""
+    from segloc.engine.data import load_case
+    from segloc.engine.infer import Predictor
+    from segloc.evaluate import select_cases
+    from segloc.io import read_image
+    from segloc.metrics import confusion_counts, dice_from_counts
+    from segloc.viz import comparison_panel
+
+    predictor = Predictor(run, device="cpu", tta=tta, overlap=0.5, batch_size=4)
+    ignore = recipe["train"].get("ignore_index")
+    k = predictor.num_classes
+    rows, total, kept = [], None, []
+    for case in select_cases(data, run=run, split="val"):
+        image, meta = read_image(case.image)
+        _, labels, _ = load_case(case)
+        spacing = meta.spacing if len(meta.spacing) == predictor.dims else None
+        pred = predictor.predict(image, spacing=spacing).argmax(0)
+        counts = confusion_counts(pred, labels, num_classes=k, ignore_index=ignore)
+        valid = labels != ignore if ignore is not None else np.ones(labels.shape, bool)
+        row = {
+            "case": case.name,
+            "dice": dice_from_counts(counts, empty="nan"),
+            "accuracy": float((pred[valid] == labels[valid]).mean()),
+            "has_fg": bool((labels[valid] > 0).any()),
+        }
+        rows.append(row)
+        kept.append((image, labels, pred) if panel_dir is not None else None)
+        conf = np.bincount(
+            labels[valid].astype(np.int64) * k + pred[valid], minlength=k * k
+        ).reshape(k, k)
+        total = conf if total is None else total + conf
+    out: dict = {"cases": len(rows)}
+    dice = np.array([r["dice"] for r in rows])  # (cases, classes)
+    with np.errstate(invalid="ignore"):
+        for c, name in recipe["classes_named"].items():
+            out[f"dice {name}"] = float(np.nanmean(dice[:, c]))
+    out["accuracy"] = float(np.mean([r["accuracy"] for r in rows]))
+    if recipe["metric"] == "dice_mean_classes":
+        out["mean Dice"] = float(
+            np.mean([out[f"dice {n}"] for n in recipe["classes_named"].values()])
+        )
+    if recipe["metric"] == "dice_positive_slices":
+        positive = [r["dice"][1] for r in rows if r["has_fg"]]
+        out["dice tumour-positive slices"] = float(np.mean(positive))
+        out["positive slices"] = len(positive)
+    if recipe["metric"] == "miou":
+        tp = np.diag(total).astype(float)
+        union = total.sum(0) + total.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = tp / union
+        out["mIoU (void ignored)"] = float(np.nanmean(iou))
+        out["per-class IoU"] = [round(float(v), 3) for v in iou]
+    if panel_dir is not None:
+        # the best and worst validation case by their mean foreground Dice
+        scored = [
+            (np.nanmean(r["dice"][1:]), i)
+            for i, r in enumerate(rows)
+            if np.isfinite(r["dice"][1:]).any()
+        ]
+        for tag, (value, i) in (("best", max(scored)), ("worst", min(scored))):
+            image, labels, pred = kept[i]
+            truth = labels if ignore is None else np.where(labels == ignore, 0, labels)
+            comparison_panel(
+                image,
+                truth,
+                pred,
+                panel_dir / f"{tag}.png",
+                dice=float(value),
+                title=f"{tag} validation case {rows[i]['case']}",
+            )
+    return out
+
+
+def part_segloc(name: str, minutes: float, work: Path) -> dict:
+    from segloc.engine.train import train
+
+    recipe = RECIPES[name]
+    data = DATA / recipe["folder"]
+    run = work / f"segloc_{name}"
+    if run.exists():
+        shutil.rmtree(run)
+    cfg = dict(data=str(data), out=str(run), time_budget=minutes * 60, device="cpu", panels=2)
+    cfg.update(recipe["train"])
+    t0 = time.perf_counter()
+    result = train(cfg, progress=False)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = _score(run, data, recipe, tta=True, panel_dir=run / "panels")
+    scores_no_tta = _score(run, data, recipe, tta=False)
+    return {
+        "method": "segloc",
+        "train_s": train_s,
+        "predict_s": time.perf_counter() - t0,
+        "epochs": result.epochs,
+        "steps": result.history[-1]["step"],
+        "best_epoch": result.best_epoch,
+        "scores": scores,
+        "scores_no_tta": scores_no_tta,
+        "peak_mib": _peak_mib(),
+        "run": str(run),
+    }
+
+
+def part_monai_isbi(minutes: float, work: Path) -> dict:
+    """The issue's plain MONAI recipe on the same training/validation split."""
+    import torch
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import BasicUNet
+
+    from segloc.engine.data import find_cases, load_case, split_cases
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    train_cases, val_cases = split_cases(find_cases(DATA / "isbi2012"), val_fraction=0.2, seed=0)
+
+    def load(case):
+        image, labels, _ = load_case(case)
+        image = image.astype(np.float32)
+        image = (image - image.min()) / max(float(image.max() - image.min()), 1e-8)
+        return image, labels
+
+    train_data = [load(c) for c in train_cases]
+    net = BasicUNet(2, 1, 2, features=(16, 32, 64, 128, 256, 16))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    budget, steps = minutes * 60, 0
+    t0 = time.perf_counter()
+    net.train()
+    while time.perf_counter() - t0 < budget:
+        xs, ys = [], []
+        for _ in range(4):
+            image, labels = train_data[rng.integers(len(train_data))]
+            r, c = rng.integers(0, image.shape[1] - 255), rng.integers(0, image.shape[2] - 255)
+            x, y = image[:, r : r + 256, c : c + 256], labels[None, r : r + 256, c : c + 256]
+            for axis in (1, 2):
+                if rng.random() < 0.5:
+                    x, y = np.flip(x, axis), np.flip(y, axis)
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
+        x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+        loss = loss_fn(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+    train_s = time.perf_counter() - t0
+    net.eval()
+    dices, accs = [], []
+    with torch.no_grad():
+        for case in val_cases:
+            image, labels = load(case)
+            pred = net(torch.from_numpy(image[None])).argmax(1)[0].numpy()
+            tp = np.sum((pred == 1) & (labels == 1))
+            dices.append(2 * tp / max(np.sum(pred == 1) + np.sum(labels == 1), 1))
+            accs.append(float((pred == labels).mean()))
+    return {
+        "method": "MONAI BasicUNet recipe",
+        "train_s": train_s,
+        "steps": steps,
+        "scores": {
+            "cases": len(val_cases),
+            "dice cell interior (255)": float(np.mean(dices)),
+            "accuracy": float(np.mean(accs)),
+        },
+        "peak_mib": _peak_mib(),
+    }
+
+
+def _child(part: str, name: str, minutes: float, work: Path) -> dict:
+    """Run one part in a fresh process (its own peak memory, no shared caches)."""
+    out = work / f"{part}_{name}.json"
+    cmd = [
+        sys.executable,
+        __file__,
+        name,
+        "--part",
+        part,
+        "--minutes",
+        str(minutes),
+        "--work",
+        str(work),
+    ]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+def _table(results: list[dict]) -> str:
+    keys = []
+    for r in results:
+        keys += [k for k in r["scores"] if k not in keys and k != "per-class IoU"]
+    head = ["method", *keys, "train s", "steps", "peak MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["method"]]
+        for k in keys:
+            v = r["scores"].get(k, "")
+            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
+        cells += [f"{r['train_s']:.0f}", str(r["steps"]), f"{r['peak_mib']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(RECIPES))
+    parser.add_argument("--minutes", type=float, help="training budget (default: the issue's)")
+    parser.add_argument("--out", type=Path, help="write <out>/train_<name>.md and panels")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segloc-bench"))
+    parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument("--part", choices=("segloc", "monai"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    minutes = args.minutes or RECIPES[args.name]["minutes"]
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.part:
+        result = (
+            part_segloc(args.name, minutes, args.work)
+            if args.part == "segloc"
+            else part_monai_isbi(minutes, args.work)
+        )
+        (args.work / f"{args.part}_{args.name}.json").write_text(json.dumps(result, indent=1))
+        return 0
+    command = f"python benchmarks/train_real.py {' '.join(argv or sys.argv[1:])}"
+    header = run_header(command)
+    t0 = time.time()
+    results = [_child("segloc", args.name, minutes, args.work)]
+    if args.name == "isbi" and not args.skip_monai:
+        results.append(_child("monai", args.name, minutes, args.work))
+    wall = time.time() - t0
+    seg = results[0]
+    text = [
+        f"# {args.name}: segloc training, {minutes:g} min budget, validation split",
+        "",
+        header,
+        f"load average after the run: {os.getloadavg()[0]:.2f}; wall time {wall / 60:.1f} min",
+        "",
+        _table(results),
+        "",
+        f"segloc: {seg['epochs']} epochs, best checkpoint at epoch {seg['best_epoch']}; "
+        f"prediction with flip TTA ({seg['predict_s']:.0f} s for both scorings). "
+        f"Without TTA: "
+        + ", ".join(
+            f"{k} {v:.4f}" for k, v in seg["scores_no_tta"].items() if isinstance(v, float)
+        ),
+        f"Recipe: `{json.dumps(RECIPES[args.name]['train'])}`",
+    ]
+    if "per-class IoU" in seg["scores"]:
+        text.append(f"Per-class IoU (classes 0-10): {seg['scores']['per-class IoU']}")
+    report = "\n".join(text) + "\n"
+    print(report)
+    if args.out:
+        folder = args.out / f"train_{args.name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        run = Path(seg["run"])
+        for name in ("metrics.csv", "curves.png", "config.yaml"):
+            shutil.copy(run / name, folder / name)
+        for panel in sorted((run / "panels").glob("*.png")):
+            shutil.copy(panel, folder / panel.name)
+        (args.out / f"train_{args.name}.md").write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
