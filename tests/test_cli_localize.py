@@ -207,6 +207,9 @@ def test_localize_from_mask_threshold_boxes_equal_regionprops(blobs, tmp_path, c
         if p.area >= 10
     )
     assert got == want and len(got) == 3
+    # scored by mean scaled intensity, best first
+    scores = [a["score"] for a in doc["annotations"]]
+    assert scores == sorted(scores, reverse=True) and 0.5 < min(scores) <= max(scores) <= 1
     assert overlay.is_file()
     drawn = np.asarray(Image.open(overlay))
     assert drawn.shape == (64, 96, 3)

@@ -472,7 +472,7 @@ def _localize_one(args: argparse.Namespace, model, image: np.ndarray, mask_path:
         return boxes / f, scores, np.zeros(len(boxes), np.int64)
     if method == "from-mask":
         from segloc import io
-        from segloc.localize.detect import detections_from_probability
+        from segloc.localize.detect import instances_from_probability, score_instances
 
         if mask_path is not None:
             fg, _ = io.read_mask(mask_path)
@@ -481,18 +481,25 @@ def _localize_one(args: argparse.Namespace, model, image: np.ndarray, mask_path:
                 raise ValueError(
                     f"{mask_path}: mask shape {fg.shape} must match its image {image.shape[:2]}"
                 )
+            prob = fg.astype(np.float64)
         else:
             from skimage.filters import threshold_otsu
 
             grey = image.mean(axis=2) if image.ndim == 3 else image.astype(np.float64)
             t = threshold_otsu(grey)
             fg = grey < t if args.dark else grey > t
-        dets = detections_from_probability(
+            # scores: mean intensity scaled to [0, 1] (inverted for dark objects), so that
+            # the clearer objects rank first
+            lo, hi = float(grey.min()), float(grey.max())
+            prob = (grey - lo) / (hi - lo) if hi > lo else np.ones_like(grey)
+            prob = 1.0 - prob if args.dark else prob
+        inst = instances_from_probability(
             fg.astype(np.float64),
             split=not args.no_split,
             min_size=args.min_size,
             min_distance=args.min_distance,
         )
+        dets = score_instances(inst, prob)
         boxes = np.array([d["box"] for d in dets], np.float64).reshape(-1, 4)
         scores = np.array([d["score"] for d in dets], np.float64)
         order = np.argsort(-scores, kind="stable")[: args.max_detections]
