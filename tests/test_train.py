@@ -388,3 +388,13 @@ def test_precision(tmp_path):
     assert math.isfinite(result.history[0]["train_loss"])
     with pytest.raises(ValueError, match="precision 'fp16' needs CUDA"):
         train(_config(data, tmp_path / "fp16", epochs=1, precision="fp16"), progress=False)
+
+
+def test_unetpp_deep_supervision(tmp_path):
+    """All heads are trained (the loss sees a list of outputs); checkpoints rebuild the model."""
+    data = _disks(tmp_path / "data", n=4)
+    cfg = _config(data, tmp_path / "run", model="unetpp", deep_supervision=True, epochs=1)
+    result = train(cfg, progress=False)
+    assert math.isfinite(result.history[0]["train_loss"])
+    net = load_model(tmp_path / "run" / "last.safetensors")
+    assert net.deep_supervision and net(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)

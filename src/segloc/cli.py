@@ -901,6 +901,7 @@ _TRAIN_FLAGS = (
     ("--augment", "augment", str, "default, light (flips, 90 degree turns) or none"),
     ("--foreground-fraction", "foreground_fraction", float, "share of foreground patches"),
     ("--workers", "workers", int, "data loading processes (default 0)"),
+    ("--cache-mib", "cache_mib", int, "memory for loaded cases per process (default 4096)"),
     ("--device", "device", str, "auto (default), cpu or cuda"),
     ("--seed", "seed", int, "random seed (default 0)"),
     ("--panels", "panels", int, "validation cases drawn as sample panels (default 2)"),

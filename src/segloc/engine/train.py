@@ -313,6 +313,9 @@ class TrainConfig:
         Share of patches centred on foreground.
     workers : int
         DataLoader worker processes.
+    cache_mib : int
+        Memory for loaded (normalised) cases, per process; least recently used cases are
+        dropped beyond it, so any dataset size trains in bounded memory.
     device : {"auto", "cpu", "cuda"}
     precision : {"auto", "fp32", "bf16", "fp16"}
         Autocast precision of the forward pass: ``"auto"`` is float16 with gradient scaling
@@ -360,6 +363,7 @@ class TrainConfig:
     augment: str = "default"
     foreground_fraction: float = 1 / 3
     workers: int = 0
+    cache_mib: int = 4096
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
@@ -410,9 +414,9 @@ class TrainConfig:
         check_choice(self.precision, ("auto", "fp32", "bf16", "fp16"), name="precision")
         if self.normalize is not None:
             check_choice(self.normalize, ("zscore", "percentile", "minmax"), name="normalize")
-        for name in ("batch", "samples_per_epoch", "val_every", "panels"):
+        for name in ("batch", "samples_per_epoch", "val_every", "panels", "cache_mib"):
             value = getattr(self, name)
-            minimum = 0 if name == "panels" else 1
+            minimum = 0 if name in ("panels", "cache_mib") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         for name in ("epochs", "patience", "classes", "base_channels", "depth", "threads"):
@@ -795,7 +799,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     torch.manual_seed(cfg.seed)
     common = {
         "normalize": cfg.normalize,
-        "cache": True,
+        "cache": cfg.cache_mib,
         "ignore_index": cfg.ignore_index,
         "target_spacing": cfg.target_spacing,
     }
