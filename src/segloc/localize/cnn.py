@@ -514,7 +514,7 @@ def train_localizer(
     base_channels: int = 16,
     depth: int = 5,
     max_side: int | None = None,
-    crop: float = 1.0,
+    crop: float = 0.5,
     num_workers: int = 0,
     progress: bool = True,
 ) -> Path:
@@ -549,7 +549,9 @@ def train_localizer(
     image_size : (int, int), optional
         Network input (rows, cols).
     crop : float, optional
-        Augmentation crop strength (:class:`segloc.engine.data.BoxDataset`).
+        Augmentation crop strength (:class:`segloc.engine.data.BoxDataset`): each margin
+        around the box loses up to this share (0.5 scored a little better than 1.0 on a
+        split of the raccoon *training* images).
     max_side : int, optional
         Images are decoded once and kept shrunk to this longer side (default
         ``2 * max(image_size)``).
