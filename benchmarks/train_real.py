@@ -56,7 +56,7 @@ RECIPES: dict[str, dict] = {
             schedule="poly",
             warmup=0.02,
             precision="bf16",
-            val_every=5,
+            val_every=1,
         ),
         metric="dice_class_1+accuracy",
         classes_named={1: "cell interior (255)"},
