@@ -224,6 +224,14 @@ def test_resume_is_exact(tmp_path):
         train(_config(data, tmp_path / "b", epochs=5, batch=3, resume=True), progress=False)
 
 
+def test_warmup_follows_the_clock_within_an_epoch(tmp_path):
+    """With a time budget the rate moves during the first epoch (it used to stay 0 there)."""
+    data = _disks(tmp_path / "data", n=4)
+    cfg = _config(data, tmp_path / "run", epochs=None, time_budget=2.0, warmup=0.99)
+    result = train(cfg, progress=False)
+    assert result.history[0]["lr"] > 0
+
+
 def test_time_budget_stops(tmp_path):
     data = _disks(tmp_path / "data", n=4)
     t0 = time.perf_counter()
@@ -354,7 +362,11 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path):
         "               'norm': float(flat.norm())}, open(sys.argv[2], 'w'))\n"
         "dist.destroy_process_group()\n"
     )
-    cfg = _config(data, tmp_path / "run", epochs=2, samples_per_epoch=8, augment="default")
+    # with a time budget the learning rate follows the clock: rank 0's clock must rule
+    cfg = _config(
+        data, tmp_path / "run", epochs=2, samples_per_epoch=8, augment="default",
+        time_budget=600, warmup=0.5,
+    )  # fmt: skip
     report = tmp_path / "report.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(

@@ -497,6 +497,14 @@ class _Dist:
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def shared(self, value: float, device: torch.device) -> float:
+        """Rank 0's ``value`` on every rank."""
+        if not self.on:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        torch_dist.broadcast(t, 0)
+        return float(t.item())
+
     def sync_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's buffers (batch-norm statistics).
 
@@ -908,16 +916,16 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         _write_bytes(out / "split.json", json.dumps(split, indent=1).encode())
     steps_per_epoch = max(len(loader), 1)
 
-    def progress_fraction() -> float:
+    def progress_fraction(seconds: float) -> float:
         parts = []
         if cfg.epochs is not None:
             parts.append(step / (cfg.epochs * steps_per_epoch))
         if budget is not None:
-            parts.append(elapsed / budget)
+            parts.append(seconds / budget)
         return min(max(parts), 1.0)
 
-    def set_lr() -> float:
-        t = progress_fraction()
+    def set_lr(seconds: float) -> float:
+        t = progress_fraction(seconds)
         factor = lr_factor(cfg.schedule, t)
         if cfg.warmup > 0 and t < cfg.warmup:
             factor *= t / cfg.warmup
@@ -952,7 +960,13 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         start = time.perf_counter()
         out_of_time = False
         for batch in loader:
-            lr = set_lr()
+            # rank 0's clock decides for every rank: the same learning rate and the same
+            # last step everywhere, or DDP ranks would drift apart or wait for each other
+            seconds = dist.shared(elapsed + time.perf_counter() - start, device)
+            if budget is not None and seconds >= budget:
+                out_of_time = True
+                break
+            lr = set_lr(seconds)
             x = batch["image"].to(device, non_blocking=True)
             y = batch["label"].to(device, non_blocking=True)
             with torch.autocast(
@@ -968,12 +982,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
             losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
-            now = time.perf_counter()
-            if budget is not None and dist.any(elapsed + now - start >= budget, device):
-                out_of_time = True
-                break
         bar.close()
-        elapsed += time.perf_counter() - start
+        elapsed = dist.shared(elapsed + time.perf_counter() - start, device)
         dist.sync_buffers(model)
         done = out_of_time or (cfg.epochs is not None and epoch >= cfg.epochs)
         row: dict[str, Any] = {
@@ -999,6 +1009,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                 )
             )
             elapsed += time.perf_counter() - t0
+            out_of_time = budget is not None and elapsed >= budget
             dice = row["val_dice"]
             if math.isfinite(dice) and dice > best_dice:
                 best_dice, best_epoch, since_best = dice, epoch, 0
@@ -1019,7 +1030,9 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                     flush=True,
                 )
         history.append(row)
-        done = done or dist.any(stop_early, device)
+        # validation time counts: a budget spent during it ends the run here
+        done = done or dist.any(stop_early or out_of_time, device)
+        elapsed = dist.shared(elapsed, device)
         if dist.main:
             _save_epoch(
                 out,
