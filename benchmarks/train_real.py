@@ -110,6 +110,29 @@ RECIPES: dict[str, dict] = {
             base_channels=16,
             depth=5,
             patch=[256],
+            # a third of the ~765x575 photos: the 256 patch holds the whole lesion and its
+            # border, as skin-lesion pipelines resize to ~256 (ph2-fullres: 256 crops of
+            # the full photos, which see the lesion without its outline; 0.78)
+            target_spacing=[3.0, 3.0],
+            batch=4,
+            samples_per_epoch=100,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="poly",
+            precision="bf16",
+            val_every=3,
+        ),
+        metric="dice_class_1",
+        classes_named={1: "lesion"},
+    ),
+    "ph2-fullres": dict(
+        folder="ph2",
+        minutes=10,
+        train=dict(
+            model="unet",
+            base_channels=16,
+            depth=5,
+            patch=[256],
             batch=4,
             samples_per_epoch=100,
             optimizer="adamw",
