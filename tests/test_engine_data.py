@@ -199,6 +199,30 @@ def test_split_cases_groups_patients_on_lgg():
     assert len(train) + len(val) == len(cases)
 
 
+@pytest.mark.parametrize(
+    ("cases", "group_by", "fraction", "val"),
+    [
+        (list(range(10)), None, 0.3, [7, 8, 9]),
+        (list(range(10)), None, 0.01, [9]),  # at least one
+        (["b1", "a2", "b2", "a1", "c1"], lambda c: c[0], 0.34, ["c1"]),  # round(1.02) groups
+        (["b1", "a2", "b2", "a1", "c1"], lambda c: c[0], 0.5, ["b1", "b2", "c1"]),
+    ],
+)
+def test_split_cases_last_holds_out_a_contiguous_block(cases, group_by, fraction, val):
+    train, held = split_cases(cases, val_fraction=fraction, group_by=group_by, order="last")
+    assert held == val
+    assert train == [c for c in cases if c not in val]
+    # the seed plays no part
+    assert (
+        split_cases(cases, val_fraction=fraction, group_by=group_by, order="last", seed=5)[1] == val
+    )
+
+
+def test_split_cases_rejects_order():
+    with pytest.raises(ValueError, match="order must be one of"):
+        split_cases([1, 2, 3], order="first")
+
+
 @pytest.mark.parametrize("fraction", [-0.1, 1.0])
 def test_split_cases_rejects_fraction(fraction):
     with pytest.raises(ValueError, match="val_fraction"):

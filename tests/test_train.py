@@ -141,6 +141,7 @@ def test_training_state_is_not_unpickled(tmp_path):
         ({"deep_supervision": True}, "deep_supervision is for model 'unetpp'"),
         ({"classes": 1}, "classes must be an int >= 2"),
         ({"patch": [16, 0]}, "patch must be positive ints"),
+        ({"val_split": "first"}, r"val_split must be one of \['random', 'last'\]"),
     ],
 )
 def test_config_rejects(settings, message):
@@ -222,6 +223,14 @@ def test_resume_is_exact(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     with pytest.raises(ValueError, match="saved run has batch=2"):
         train(_config(data, tmp_path / "b", epochs=5, batch=3, resume=True), progress=False)
+
+
+def test_val_split_last_holds_out_the_last_cases(tmp_path):
+    data = _disks(tmp_path / "data", n=6)
+    cfg = _config(data, tmp_path / "run", epochs=1, val_fraction=0.34, val_split="last")
+    train(cfg, progress=False)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["val"] == ["c4", "c5"] and split["train"] == ["c0", "c1", "c2", "c3"]
 
 
 def test_warmup_follows_the_clock_within_an_epoch(tmp_path):

@@ -892,6 +892,7 @@ _TRAIN_FLAGS = (
     ("--val", "val", str, "separate validation dataset folder"),
     ("--val-fraction", "val_fraction", float, "share of cases kept for validation (0.2)"),
     ("--group-by", "group_by", str, "case (default) or folder: split whole folders (patients)"),
+    ("--val-split", "val_split", str, "random (default) or last: hold out the last cases by name"),
     ("--val-every", "val_every", int, "validate every N epochs (default 1)"),
     ("--patience", "patience", int, "early stopping after N validations without progress"),
     ("--normalize", "normalize", str, "zscore (default), percentile or minmax"),

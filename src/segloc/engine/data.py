@@ -461,13 +461,15 @@ def split_cases(
     val_fraction: float = 0.2,
     seed: int = 0,
     group_by: Callable[[Any], Any] | None = None,
+    order: str = "random",
 ) -> tuple[list[Any], list[Any]]:
     """Split cases into training and validation sets, deterministically.
 
-    Groups (each case alone, or the cases sharing ``group_by(case)`` -- a patient)
-    are shuffled with ``seed`` and ``round(val_fraction * n_groups)`` of them (at least
-    one and at most all but one, when there are two groups or more and
-    ``val_fraction > 0``) go to validation, so no group is in both sets.
+    ``round(val_fraction * n_groups)`` groups (each case alone, or the cases sharing
+    ``group_by(case)`` -- a patient), at least one and at most all but one when there are
+    two groups or more and ``val_fraction > 0``, go to validation, so no group is in
+    both sets. They are drawn at random with ``seed``, or with ``order="last"`` they are
+    the last ones in sorted order.
 
     Parameters
     ----------
@@ -480,6 +482,10 @@ def split_cases(
     group_by : callable, optional
         Case -> hashable group key, e.g. ``lambda c: c.image.parent.name`` for one
         folder per patient.
+    order : {"random", "last"}
+        ``"last"`` holds out one contiguous block (the last groups by key, or the last
+        cases in the given order): for video frames or neighbouring slices, whose
+        neighbours are near-copies and would leak into a random split.
 
     Returns
     -------
@@ -490,7 +496,10 @@ def split_cases(
     >>> train, val = split_cases(list(range(10)), val_fraction=0.3, seed=0)
     >>> len(train), len(val), sorted(train + val) == list(range(10))
     (7, 3, True)
+    >>> split_cases(list(range(5)), val_fraction=0.4, order="last")
+    ([0, 1, 2], [3, 4])
     """
+    check_choice(order, ("random", "last"), name="order")
     check_positive(val_fraction, name="val_fraction", strict=False)
     if val_fraction >= 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -500,8 +509,11 @@ def split_cases(
     n_val = int(np.floor(val_fraction * len(groups) + 0.5))
     if val_fraction > 0 and len(groups) >= 2:
         n_val = min(max(n_val, 1), len(groups) - 1)
-    order = np.random.default_rng(seed).permutation(len(groups))
-    val_groups = {groups[i] for i in order[:n_val]}
+    if order == "last":
+        val_groups = set(groups[len(groups) - n_val :])
+    else:
+        picked = np.random.default_rng(seed).permutation(len(groups))[:n_val]
+        val_groups = {groups[i] for i in picked}
     train = [c for c, k in zip(cases, keys, strict=True) if k not in val_groups]
     val = [c for c, k in zip(cases, keys, strict=True) if k in val_groups]
     return train, val

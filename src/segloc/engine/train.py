@@ -295,6 +295,9 @@ class TrainConfig:
     val_fraction : float
     group_by : {"case", "folder"}
         Split whole folders (e.g. one per patient) rather than single cases.
+    val_split : {"random", "last"}
+        Validation groups drawn at random, or the last ones in name order (one
+        contiguous block of video frames, where random frames would leak).
     val_every : int
         Validate every this many epochs (and at the end).
     patience : int, optional
@@ -352,6 +355,7 @@ class TrainConfig:
     val: str | None = None
     val_fraction: float = 0.2
     group_by: str = "case"
+    val_split: str = "random"
     val_every: int = 1
     patience: int | None = None
     normalize: str | None = "zscore"
@@ -410,6 +414,7 @@ class TrainConfig:
         check_choice(self.schedule, ("poly", "cosine", "constant"), name="schedule")
         check_choice(self.loss, ("dice_ce", "ce", "dice"), name="loss")
         check_choice(self.group_by, ("case", "folder"), name="group_by")
+        check_choice(self.val_split, ("random", "last"), name="val_split")
         check_choice(self.augment, ("default", "light", "none"), name="augment")
         check_choice(self.precision, ("auto", "fp32", "bf16", "fp16"), name="precision")
         if self.normalize is not None:
@@ -622,7 +627,9 @@ def _cases(cfg: TrainConfig) -> tuple[list[CaseFiles], list[CaseFiles]]:
         )
         return found, val
     group = (lambda c: c.image.parent.as_posix()) if cfg.group_by == "folder" else None
-    train, val = split_cases(found, val_fraction=cfg.val_fraction, seed=cfg.seed, group_by=group)
+    train, val = split_cases(
+        found, val_fraction=cfg.val_fraction, seed=cfg.seed, group_by=group, order=cfg.val_split
+    )
     if not train or not val:
         raise ValueError(
             f"{cfg.data}: {len(found)} case(s) cannot be split into training and validation; "
