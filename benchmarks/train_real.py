@@ -61,6 +61,27 @@ RECIPES: dict[str, dict] = {
         metric="dice_class_1+accuracy",
         classes_named={1: "cell interior (255)"},
     ),
+    # is the ISBI plateau (0.947-0.949) a matter of width? twice the channels, ~1/3 the steps
+    "isbi-base32": dict(
+        folder="isbi2012",
+        minutes=20,
+        train=dict(
+            model="unet",
+            base_channels=32,
+            depth=4,
+            patch=[256],
+            batch=4,
+            samples_per_epoch=200,
+            optimizer="adamw",
+            lr=2e-3,
+            schedule="poly",
+            warmup=0.02,
+            precision="bf16",
+            val_every=1,
+        ),
+        metric="dice_class_1+accuracy",
+        classes_named={1: "cell interior (255)"},
+    ),
     "hippocampus": dict(
         folder="hippocampus",
         minutes=30,
