@@ -171,6 +171,9 @@ RECIPES["isbi-base32"] = _variant("isbi", base_channels=32)
 RECIPES["isbi-light"] = _variant("isbi", augment="light")
 # Pixel accuracy is what cross-entropy alone optimises; the Dice term of a 78% class adds little.
 RECIPES["isbi-ce"] = _variant("isbi", loss="ce")
+# Whole 512 slices, one per step (the same pixels per step as 4 crops of 256), no crop borders,
+# with the light augmentation: the U-Net paper's large tiles and batch of one.
+RECIPES["isbi-whole"] = _variant("isbi", patch=[512], batch=1, augment="light")
 # 256 crops of the full photos: they hold the lesion without its outline (0.78).
 RECIPES["ph2-fullres"] = _variant("ph2", target_spacing=None)
 # Validation frames at random from the one video, beside near-copies in training (0.702).
