@@ -174,6 +174,8 @@ RECIPES["isbi-ce"] = _variant("isbi", loss="ce")
 # Whole 512 slices, one per step (the same pixels per step as 4 crops of 256), no crop borders,
 # with the light augmentation: the U-Net paper's large tiles and batch of one.
 RECIPES["isbi-whole"] = _variant("isbi", patch=[512], batch=1, augment="light")
+# nnU-Net's optimiser (SGD, Nesterov momentum 0.99, lr 0.01, poly), U-Net's momentum.
+RECIPES["isbi-sgd"] = _variant("isbi", optimizer="sgd", lr=0.01)
 # 256 crops of the full photos: they hold the lesion without its outline (0.78).
 RECIPES["ph2-fullres"] = _variant("ph2", target_spacing=None)
 # Validation frames at random from the one video, beside near-copies in training (0.702).
