@@ -182,12 +182,45 @@ RECIPES["ph2-fullres"] = _variant("ph2", target_spacing=None)
 RECIPES["camvid-random"] = _variant("camvid", val_split=None)
 
 
+def _one_pixel(run: Path, data: Path) -> dict:
+    """Dice of each validation case's foreground against itself eroded / dilated by one pixel.
+
+    A yardstick for boundary errors: what a prediction that is right up to one pixel on every
+    border would score.
+    """
+    from scipy import ndimage as ndi
+
+    from segloc.engine.data import load_case
+    from segloc.evaluate import select_cases
+    from segloc.metrics import dice
+
+    out = {}
+    for case in select_cases(data, run=run, split="val"):
+        truth = load_case(case)[1] > 0
+        out[case.name] = [
+            round(float(dice(op(truth), truth)), 4)
+            for op in (ndi.binary_erosion, ndi.binary_dilation)
+        ]
+    return out
+
+
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _score(run: Path, data: Path, recipe: dict, tta: bool, panel_dir: Path | None = None) -> dict:
-    """Predict the validation cases of ``run`` and compute the recipe's metric."""
+def _score(
+    run: Path,
+    data: Path,
+    recipe: dict,
+    tta: bool,
+    panel_dir: Path | None = None,
+    split: str = "val",
+    per_case: bool = False,
+) -> dict:
+    """Predict the ``split`` cases of ``run`` and compute the recipe's metric.
+
+    With ``per_case`` the result also maps each case to its mean foreground Dice.
+    """
     from segloc.engine.data import load_case
     from segloc.engine.infer import Predictor
     from segloc.evaluate import select_cases
@@ -199,7 +232,7 @@ def _score(run: Path, data: Path, recipe: dict, tta: bool, panel_dir: Path | Non
     ignore = recipe["train"].get("ignore_index")
     k = predictor.num_classes
     rows, total, kept = [], None, []
-    for case in select_cases(data, run=run, split="val"):
+    for case in select_cases(data, run=run, split=split):
         image, meta = read_image(case.image)
         _, labels, _ = load_case(case)
         spacing = meta.spacing if len(meta.spacing) == predictor.dims else None
@@ -239,6 +272,10 @@ def _score(run: Path, data: Path, recipe: dict, tta: bool, panel_dir: Path | Non
             iou = tp / union
         out["mIoU (void ignored)"] = float(np.nanmean(iou))
         out["per-class IoU"] = [round(float(v), 3) for v in iou]
+    if per_case:
+        out["per case"] = {
+            r["case"]: round(float(np.nanmean(r["dice"][1:])), 4) for r in rows
+        }
     if panel_dir is not None:
         # the best and worst validation case by their mean foreground Dice
         scored = [
@@ -396,8 +433,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write <out>/train_<name>.md and panels")
     parser.add_argument("--work", type=Path, default=Path("/tmp/segloc-bench"))
     parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument(
+        "--rescore",
+        choices=("train", "val"),
+        help="train nothing: score the run this recipe left in --work on its training or "
+        "validation cases, without TTA (how well does the model fit what it saw?)",
+    )
     parser.add_argument("--part", choices=("segloc", "monai"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rescore:
+        recipe = RECIPES[args.name]
+        run = args.work / f"segloc_{args.name}"
+        data = DATA / recipe["folder"]
+        scores = _score(run, data, recipe, tta=False, split=args.rescore, per_case=True)
+        print(f"{args.name} ({run}), {args.rescore} cases, no TTA: {json.dumps(scores)}")
+        print(f"truth against itself with every region moved by one pixel: {_one_pixel(run, data)}")
+        return 0
     minutes = args.minutes or RECIPES[args.name]["minutes"]
     args.work.mkdir(parents=True, exist_ok=True)
     if args.part:
