@@ -273,9 +273,7 @@ def _score(
         out["mIoU (void ignored)"] = float(np.nanmean(iou))
         out["per-class IoU"] = [round(float(v), 3) for v in iou]
     if per_case:
-        out["per case"] = {
-            r["case"]: round(float(np.nanmean(r["dice"][1:])), 4) for r in rows
-        }
+        out["per case"] = {r["case"]: round(float(np.nanmean(r["dice"][1:])), 4) for r in rows}
     if panel_dir is not None:
         # the best and worst validation case by their mean foreground Dice
         scored = [
