@@ -207,6 +207,11 @@ def _one_pixel(run: Path, data: Path) -> dict:
     return out
 
 
+def _run_dir(work: Path, name: str) -> Path:
+    """The run folder recipe ``name`` trains into (and ``--rescore`` reads)."""
+    return work / f"segloc_{name}"
+
+
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -303,7 +308,7 @@ def part_segloc(name: str, minutes: float, work: Path) -> dict:
 
     recipe = RECIPES[name]
     data = DATA / recipe["folder"]
-    run = work / f"segloc_{name}"
+    run = _run_dir(work, name)
     if run.exists():
         shutil.rmtree(run)
     cfg = dict(data=str(data), out=str(run), time_budget=minutes * 60, device="cpu", panels=2)
@@ -444,11 +449,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rescore:
         recipe = RECIPES[args.name]
-        run = args.work / f"segloc_{args.name}"
+        run = _run_dir(args.work, args.name)
+        if not (run / "split.json").is_file():
+            parser.error(f"{run}: no finished run of {args.name} here (train it first)")
         data = DATA / recipe["folder"]
         scores = _score(run, data, recipe, tta=False, split=args.rescore, per_case=True)
         print(f"{args.name} ({run}), {args.rescore} cases, no TTA: {json.dumps(scores)}")
-        print(f"truth against itself with every region moved by one pixel: {_one_pixel(run, data)}")
+        # the yardstick merges every foreground class: it means something for binary recipes
+        if len(recipe["classes_named"]) == 1 and "ignore_index" not in recipe["train"]:
+            moved = _one_pixel(run, data)
+            print(f"truth against itself with every region moved by one pixel: {moved}")
         return 0
     minutes = args.minutes or RECIPES[args.name]["minutes"]
     args.work.mkdir(parents=True, exist_ok=True)
