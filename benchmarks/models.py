@@ -1,7 +1,7 @@
 """Deep models: segloc's U-Net, U-Net++ and V-Net against MONAI's, one run, as ratios.
 
     python benchmarks/models.py [--quick] [--repeats N] [--rounds R] [--only unet|unetpp|vnet]
-                                [--compile] [--monai-norm batch|instance]
+                                [--mode forward|train] [--compile] [--monai-norm batch|instance]
                                 [--out benchmarks/results/models.md]
 
 Pairs (batch 1, one input channel, two classes, the same random input for both models):
@@ -29,7 +29,9 @@ Every measurement runs in a fresh process (``torch.set_num_threads(--threads)``,
 - forward: eval mode under ``torch.inference_mode()`` (one row under ``torch.no_grad()``),
   best of N timed calls after a warm-up call;
 - train step: train mode, forward + ``segloc.nn.losses.DiceCELoss("multiclass")`` (the same loss
-  for both models) + backward + ``torch.optim.AdamW`` step;
+  for both models) + backward + ``torch.optim.AdamW`` step, also under bf16 autocast (the
+  trainer's ``--precision bf16``) and in channels-last layout (what ``segloc train`` runs:
+  ``bf16+channels_last``); MONAI's model also under bf16;
 - peak memory: the process's RSS high-water mark during warm-up and timed calls minus its RSS
   after the model, optimiser or inference session was built (``_timing.py``).
 
@@ -42,7 +44,8 @@ is: what a user gets), ONNX Runtime on a ``segloc.nn.export.export_onnx`` file (
 to ``--threads`` intra-op threads) and, with ``--compile``, ``torch.compile`` (inductor with
 freezing; compile time in the note; no time is given if compiling takes over a minute).
 One MONAI row applies ``optimize_for_inference`` to MONAI's model, to show how much of a gap
-is the network and how much the trick. ``max_abs_diff`` compares each variant's logits with
+is the network and how much the trick. ``--mode train`` times only the training steps.
+``max_abs_diff`` compares each variant's logits with
 the plain eval-mode model's (batch-norm running statistics are randomised first, so a wrong
 folding shows).
 
@@ -78,7 +81,7 @@ FORWARD_VARIANTS = (
     "optimize_for_inference",
     "onnxruntime",
 )
-TRAIN_VARIANTS = ("eager", "channels_last")
+TRAIN_VARIANTS = ("eager", "channels_last", "bf16", "bf16+channels_last")
 
 COLUMNS = (
     "pair",
@@ -162,9 +165,11 @@ def worker(spec: dict) -> dict:
         from segloc.nn.losses import DiceCELoss
 
         model.train()
-        if variant == "channels_last":
+        if variant.endswith("channels_last"):
             model = model.to(memory_format=cl)
             x = x.contiguous(memory_format=cl)
+        # bf16: the trainer's --precision bf16 (autocast; the loss in float32)
+        bf16 = variant.startswith("bf16")
         target = torch.randint(0, 2, (1, *size), generator=torch.Generator().manual_seed(2))
         criterion = DiceCELoss("multiclass")
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -172,7 +177,9 @@ def worker(spec: dict) -> dict:
 
         def call():
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(_logits(model(x)), target)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = _logits(model(x))
+            loss = criterion(logits.float(), target)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
@@ -265,7 +272,9 @@ def worker(spec: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def jobs_for(pair: str, *, compile_: bool) -> list[tuple[str, str, str]]:
+def jobs_for(
+    pair: str, *, compile_: bool, modes: list[str] | None = None
+) -> list[tuple[str, str, str]]:
     """(mode, model, variant) triples of one pair, MONAI's first so ratios can be computed."""
     forward = list(FORWARD_VARIANTS)
     if pair == "vnet":
@@ -277,7 +286,8 @@ def jobs_for(pair: str, *, compile_: bool) -> list[tuple[str, str, str]]:
     # The same helper on MONAI's model: shows how much of a gap is the model, how much the trick.
     jobs.append(("forward", "monai", "optimize_for_inference"))
     jobs += [("train", "monai", "eager")] + [("train", "segloc", v) for v in TRAIN_VARIANTS]
-    return jobs
+    jobs.append(("train", "monai", "bf16"))
+    return [job for job in jobs if modes is None or job[0] in modes]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=1, help="run every measurement R times, keep the best"
     )
     parser.add_argument("--only", choices=PAIRS, action="append")
+    parser.add_argument("--mode", choices=("forward", "train"), action="append")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile")
     parser.add_argument("--monai-norm", choices=("batch", "instance"), default="batch")
     parser.add_argument("--threads", type=int, default=2)
@@ -330,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and pair not in args.only:
             continue
         size = sizes[pair]
-        jobs = jobs_for(pair, compile_=args.compile)
+        jobs = jobs_for(pair, compile_=args.compile, modes=args.mode)
         best: dict[tuple[str, str, str], dict] = {}
         for _ in range(args.rounds):
             for mode, impl, variant in jobs:

@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from segloc.nn.fast import fuse_batchnorm, optimize_for_inference
+from segloc.nn.fast import fuse_batchnorm, optimize_for_inference, to_channels_last
 from segloc.nn.unet import UNet, unet3d
 from segloc.nn.unetpp import UNetPlusPlus
 from segloc.nn.vnet import VNet
@@ -86,6 +86,45 @@ def test_weights_are_channels_last(name: str) -> None:
     # a 1x1 (x1) kernel with one input channel is contiguous in both layouts; look at the rest
     assert all(w.is_contiguous(memory_format=fmt) for w in weights)
     assert any(not w.is_contiguous() for w in weights)
+
+
+@pytest.mark.parametrize("name", ["unet-2d-same", "unetpp-2d", "unet3d", "vnet-batch"])
+def test_channels_last_training_step_matches_default_layout(name: str) -> None:
+    """What the trainer does: the same loss, gradients and updated weights in either layout."""
+    build, shape = MODELS[name]
+    torch.manual_seed(0)
+    plain = build()
+    fast = build()
+    fast.load_state_dict(plain.state_dict())
+    assert to_channels_last(fast) is fast
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    results = []
+    for model in (plain, fast):
+        # SGD: the update is linear in the gradient (Adam would amplify rounding in tiny ones)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss = model.train()(x).square().mean()
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+        results.append((loss.detach(), grads, model.state_dict()))
+    (loss_a, grads_a, state_a), (loss_b, grads_b, state_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-6)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-5)
+    for k in state_a:
+        torch.testing.assert_close(state_b[k], state_a[k], rtol=1e-4, atol=1e-5)
+    fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    moved = [p for p in fast.parameters() if not p.is_contiguous()]
+    assert moved and all(p.is_contiguous(memory_format=fmt) for p in moved)
+
+
+def test_channels_last_leaves_models_without_2d_or_3d_convolutions() -> None:
+    net = nn.Sequential(nn.Conv1d(2, 3, 3), nn.Linear(4, 4))
+    strides = [p.stride() for p in net.parameters()]
+    assert to_channels_last(net) is net
+    assert [p.stride() for p in net.parameters()] == strides
+    with pytest.raises(TypeError):
+        to_channels_last("unet")
 
 
 def test_original_model_untouched() -> None:
