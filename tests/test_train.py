@@ -324,7 +324,8 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path):
     saved = load_training_state(run / STATE_FILE)["epoch"]
     assert saved >= 3
     rows = _rows(run / "metrics.csv")
-    assert int(rows[-1]["epoch"]) == saved  # files on disk agree with the state
+    # the state is written first: the other files never run ahead of it
+    assert int(rows[-1]["epoch"]) in (saved - 1, saved)
     done = subprocess.run(
         _segloc(*common, "--out", str(run), "--resume"),
         env=env,
