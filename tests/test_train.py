@@ -225,6 +225,26 @@ def test_resume_is_exact(tmp_path):
         train(_config(data, tmp_path / "b", epochs=5, batch=3, resume=True), progress=False)
 
 
+def test_resume_of_a_finished_run_restores_its_files(tmp_path):
+    """A kill after the final state was written, before the files that follow it: --resume
+    trains nothing and brings metrics.csv, curves.png and last.safetensors up to the state."""
+    data = _disks(tmp_path / "data", n=6)
+    run = tmp_path / "run"
+    done = train(_config(data, run, epochs=2), progress=False)
+    metrics = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text("\n".join(metrics.splitlines()[:2]) + "\n")  # epoch 1 only
+    (run / "last.safetensors").unlink()
+    (run / "curves.png").unlink()
+    again = train(_config(data, run, epochs=2, resume=True), progress=False)
+    assert again.epochs == 2 and again.history == done.history
+    assert (run / "metrics.csv").read_text() == metrics
+    assert (run / "curves.png").exists()
+    _, _, weights, extra = load_checkpoint(run / "last.safetensors")
+    assert extra["epoch"] == 2
+    state = done.model.state_dict()
+    assert all(torch.equal(weights[k], state[k].contiguous()) for k in weights)
+
+
 def test_val_split_last_holds_out_the_last_cases(tmp_path):
     data = _disks(tmp_path / "data", n=6)
     cfg = _config(data, tmp_path / "run", epochs=1, val_fraction=0.34, val_split="last")

@@ -957,6 +957,10 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     done = (cfg.epochs is not None and epoch >= cfg.epochs) or (
         budget is not None and elapsed >= budget
     )
+    if done and state is not None and dist.main:
+        # nothing left to train, but a kill after the last state was saved can have left the
+        # other files one epoch behind it
+        _write_outputs(out, cfg, kwargs, model, extra, epoch=epoch, history=history)
     net.train()
     while not done:
         epoch += 1
@@ -1065,8 +1069,6 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                 best=(best_dice, best_epoch, since_best),
             )
         dist.barrier()
-    if state is not None and not history:
-        raise ValueError(f"{state_path}: the run had already finished (nothing left to train)")
     return TrainResult(out, best_dice, best_epoch, epoch, history, model)
 
 
@@ -1103,6 +1105,20 @@ def _save_epoch(
     # the resume point first: a kill between these writes leaves the other files at most
     # one epoch behind it, never ahead (a resume rewrites them)
     save_training_state(out / STATE_FILE, state)
+    _write_outputs(out, cfg, kwargs, model, extra, epoch=epoch, history=history)
+
+
+def _write_outputs(
+    out: Path,
+    cfg: TrainConfig,
+    kwargs: dict[str, Any],
+    model: nn.Module,
+    extra: dict[str, Any],
+    *,
+    epoch: int,
+    history: list[dict[str, Any]],
+) -> None:
+    """last.safetensors, metrics.csv and curves.png of the run as of ``epoch``."""
     last = history[-1]
     save_checkpoint(
         out / "last.safetensors",
