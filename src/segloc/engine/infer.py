@@ -407,8 +407,9 @@ class Predictor:
                 )
             self._onnx = self._export_onnx()
         else:
-            # batch norm folded, channels-last weights: 1.6x faster on a CPU. Not before the
-            # ONNX export, which refuses channels-last weights with dynamic sizes.
+            # batch norm folded, channels-last weights: U-Net / U-Net++ forward passes 1.29x /
+            # 1.22x faster on this CPU (benchmarks/results/models.md). Not before the ONNX
+            # export, which refuses channels-last weights with dynamic sizes.
             self.network = optimize_for_inference(self.network)
 
     def _export_onnx(self):
