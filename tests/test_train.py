@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from segloc import io
 from segloc.engine.train import (
     STATE_FILE,
     TrainConfig,
+    ema_update,
     load_training_state,
     lr_factor,
     parse_duration,
@@ -142,12 +144,43 @@ def test_training_state_is_not_unpickled(tmp_path):
         ({"classes": 1}, "classes must be an int >= 2"),
         ({"patch": [16, 0]}, "patch must be positive ints"),
         ({"val_split": "first"}, r"val_split must be one of \['random', 'last'\]"),
+        ({"ema": 1.0}, r"ema must be a decay in \(0, 1\) or None, got 1.0"),
+        ({"ema": True}, "ema must be a decay"),
     ],
 )
 def test_config_rejects(settings, message):
     cfg = TrainConfig.from_dict({"data": "d", "epochs": 1, **settings})
     with pytest.raises(ValueError, match=message):
         cfg.validate()
+
+
+def test_ema_update_hand_computed():
+    """decay 0.5, weights 1 then 3: the second update uses min(0.5, 2/11), so the average is
+    2/11 * 1 + 9/11 * 3 = 29/11; then 5 with min(0.5, 3/12) = 1/4: 29/44 + 15/4 = 97/22."""
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    avg = AveragedModel(net, multi_avg_fn=ema_update(0.5), use_buffers=True)
+    for value in (1.0, 3.0, 5.0):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+            net[1].running_mean.fill_(-value)
+        avg.update_parameters(net)
+    assert avg.module[0].weight.item() == pytest.approx(97 / 22)
+    assert avg.module[1].running_mean.item() == pytest.approx(-97 / 22)  # statistics too
+    assert net[0].weight.item() == 5.0  # the model itself is left alone
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.999])
+def test_ema_update_reaches_its_decay(decay):
+    """After the warm-up the plain recursion a <- decay * a + (1 - decay) * w holds."""
+    net = torch.nn.Linear(1, 1, bias=False)
+    avg = AveragedModel(net, multi_avg_fn=ema_update(decay), use_buffers=True)
+    ramp_end = math.ceil((10 * decay - 1) / (1 - decay))  # (1 + n) / (10 + n) >= decay
+    for n in range(ramp_end + 3):
+        with torch.no_grad():
+            net.weight.fill_(float(n % 7))
+        before = avg.module.weight.item()
+        avg.update_parameters(net)
+    assert avg.module.weight.item() == pytest.approx(decay * before + (1 - decay) * (n % 7))
 
 
 def test_config_from_yaml(tmp_path):
@@ -243,6 +276,30 @@ def test_resume_of_a_finished_run_restores_its_files(tmp_path):
     assert extra["epoch"] == 2
     state = done.model.state_dict()
     assert all(torch.equal(weights[k], state[k].contiguous()) for k in weights)
+
+
+def test_ema_weights_are_validated_checkpointed_and_resumed(tmp_path):
+    """With ema the checkpoints hold the moving average (not the raw weights the optimiser
+    steps), the state holds both, and a resumed run ends with the same average."""
+    data = _disks(tmp_path / "data", n=6)
+    kw = dict(ema=0.9, schedule="constant", augment="default")
+    straight = train(_config(data, tmp_path / "a", epochs=4, **kw), progress=False)
+    state = load_training_state(tmp_path / "a" / STATE_FILE)
+    assert int(state["ema"]["n_averaged"]) == straight.history[-1]["step"]
+    average = {k.removeprefix("module."): v for k, v in state["ema"].items()}
+    _, _, last, extra = load_checkpoint(tmp_path / "a" / "last.safetensors")
+    assert all(torch.equal(last[k], average[k].contiguous()) for k in last)
+    assert not all(torch.equal(last[k], state["model"][k].contiguous()) for k in last)
+    returned = straight.model.state_dict()
+    assert all(torch.equal(last[k], returned[k].contiguous()) for k in last)
+    assert extra["val_dice"] == pytest.approx(straight.history[-1]["val_dice"])
+    train(_config(data, tmp_path / "b", epochs=2, **kw), progress=False)
+    resumed = train(_config(data, tmp_path / "b", epochs=4, resume=True, **kw), progress=False)
+    assert [r["val_dice"] for r in resumed.history] == [r["val_dice"] for r in straight.history]
+    _, _, again, _ = load_checkpoint(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(last[k], again[k]) for k in last)
+    with pytest.raises(ValueError, match="saved run has ema=0.9"):
+        train(_config(data, tmp_path / "b", epochs=5, resume=True), progress=False)
 
 
 def test_val_split_last_holds_out_the_last_cases(tmp_path):
@@ -371,8 +428,8 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(tmp_path):
 
 
 def test_ddp_two_processes_keep_identical_weights(tmp_path):
-    """torchrun --nproc-per-node 2 (gloo): after training both ranks hold the same weights,
-    and they differ from the initial ones."""
+    """torchrun --nproc-per-node 2 (gloo): after training both ranks hold the same weights
+    (here the moving average of ``ema``, batch-norm statistics included)."""
     data = _disks(tmp_path / "data", n=6)
     script = tmp_path / "ddp.py"
     script.write_text(
@@ -395,7 +452,7 @@ def test_ddp_two_processes_keep_identical_weights(tmp_path):
     # with a time budget the learning rate follows the clock: rank 0's clock must rule
     cfg = _config(
         data, tmp_path / "run", epochs=2, samples_per_epoch=8, augment="default",
-        time_budget=600, warmup=0.5,
+        time_budget=600, warmup=0.5, ema=0.9,
     )  # fmt: skip
     report = tmp_path / "report.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

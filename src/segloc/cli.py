@@ -888,6 +888,7 @@ _TRAIN_FLAGS = (
     ("--momentum", "momentum", float, "SGD momentum (default 0.99)"),
     ("--schedule", "schedule", str, "poly (default), cosine or constant"),
     ("--warmup", "warmup", float, "fraction of the run with linear warm-up (default 0)"),
+    ("--ema", "ema", float, "keep and checkpoint a moving average of the weights, e.g. 0.999"),
     ("--loss", "loss", str, "dice_ce (default), ce or dice"),
     ("--val", "val", str, "separate validation dataset folder"),
     ("--val-fraction", "val_fraction", float, "share of cases kept for validation (0.2)"),

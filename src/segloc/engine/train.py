@@ -16,6 +16,10 @@
 - ``metrics.csv`` (one row per epoch), ``curves.png``, ``samples/*.png`` (image | truth |
   prediction with the Dice in the title, for the first validation cases).
 
+With ``ema`` set, an exponential moving average of the weights (and batch-norm statistics)
+is kept beside them [4]_; it is what is validated, checkpointed and returned, while the
+optimiser goes on stepping the raw weights (both are in ``state.pt``).
+
 Under ``torchrun --nproc-per-node N`` (environment variables ``WORLD_SIZE``, ``RANK``,
 ``LOCAL_RANK``) the model is wrapped in :class:`torch.nn.parallel.DistributedDataParallel`
 (gloo on CPU, NCCL on CUDA), each rank draws its own patches (seed + rank) from a
@@ -30,6 +34,9 @@ References
    (Dice + CE, poly learning rate ``(1 - t)^0.9``, one third foreground patches).
 .. [3] Loshchilov & Hutter, "SGDR" (cosine schedule), ICLR 2017, :arxiv:`1608.03983`;
    "Decoupled weight decay regularization" (AdamW), ICLR 2019, :arxiv:`1711.05101`.
+.. [4] Polyak & Juditsky, "Acceleration of stochastic approximation by averaging", SIAM J.
+   Control Optim. 30(4), 1992 (averaged weights); the exponential average with the warm-up
+   ``min(decay, (1 + n) / (10 + n))`` of TensorFlow's ``tf.train.ExponentialMovingAverage``.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from segloc._validation import check_choice, check_positive, write_atomic
@@ -73,6 +81,7 @@ __all__ = [
     "STATE_FILE",
     "TrainConfig",
     "TrainResult",
+    "ema_update",
     "lr_factor",
     "load_training_state",
     "parse_duration",
@@ -290,6 +299,9 @@ class TrainConfig:
         Learning rate over the run's progress (epochs, or elapsed time with a budget).
     warmup : float
         Fraction of the run with a linear learning-rate warm-up.
+    ema : float, optional
+        Decay of an exponential moving average of the weights, e.g. 0.999 (about the last
+        1000 steps); the average is validated and checkpointed. Off by default.
     loss : {"dice_ce", "ce", "dice"}
     val : str, optional
         A separate validation dataset folder; otherwise ``val_fraction`` of the cases.
@@ -352,6 +364,7 @@ class TrainConfig:
     momentum: float = 0.99
     schedule: str = "poly"
     warmup: float = 0.0
+    ema: float | None = None
     loss: str = "dice_ce"
     val: str | None = None
     val_fraction: float = 0.2
@@ -444,6 +457,12 @@ class TrainConfig:
         check_positive(self.momentum, name="momentum", strict=False)
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
+        if self.ema is not None and (
+            isinstance(self.ema, bool)
+            or not isinstance(self.ema, (int, float))
+            or not 0 < self.ema < 1
+        ):
+            raise ValueError(f"ema must be a decay in (0, 1) or None, got {self.ema!r}")
         if not 0 < self.val_fraction < 1 and self.val is None:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.patch is not None:
@@ -461,7 +480,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the run folder, the best validation Dice and its epoch,
-    the epochs run, the per-epoch history rows and the trained model (last weights)."""
+    the epochs run, the per-epoch history rows and the trained model (last weights, or their
+    moving average with ``ema``)."""
 
     out: Path
     best_dice: float
@@ -770,6 +790,18 @@ def _as_float(logits: torch.Tensor | Sequence[torch.Tensor]) -> Any:
     return [t.float() for t in logits]
 
 
+def ema_update(decay: float) -> Any:
+    """``multi_avg_fn`` of :class:`torch.optim.swa_utils.AveragedModel`: an exponential
+    moving average whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, so that the random initial weights are soon forgotten in short runs."""
+
+    def update(averaged: list, current: list, num_averaged: torch.Tensor | int) -> None:
+        n = float(num_averaged)
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, num_averaged)
+
+    return update
+
+
 def _data_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -876,6 +908,13 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     generator = torch.Generator()
     to_channels_last(model.to(device))
     optimizer = _optimizer(cfg, model)
+    ema = (
+        AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True)
+        if cfg.ema is not None
+        else None
+    )
+    # the weights that are validated, checkpointed and returned
+    scored = ema.module if ema is not None else model
     precision = cfg.precision
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
@@ -891,7 +930,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     best_dice, best_epoch, since_best = -math.inf, 0, 0
     if state is not None:
         saved_cfg = state.get("config", {})
-        for key in ("model", "classes", "patch", "batch", "optimizer"):
+        for key in ("model", "classes", "patch", "batch", "optimizer", "ema"):
             if key in saved_cfg and saved_cfg[key] != getattr(cfg, key):
                 raise ValueError(
                     f"{state_path}: saved run has {key}={saved_cfg[key]!r}, this one "
@@ -899,6 +938,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                 )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
         if use_amp and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         epoch, step, elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
@@ -960,7 +1001,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     if done and state is not None and dist.main:
         # nothing left to train, but a kill after the last state was saved can have left the
         # other files one epoch behind it
-        _write_outputs(out, cfg, kwargs, model, extra, epoch=epoch, history=history)
+        _write_outputs(out, cfg, kwargs, scored, extra, epoch=epoch, history=history)
     net.train()
     while not done:
         epoch += 1
@@ -1002,6 +1043,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             losses.append(float(loss.detach()))
             bar.update(1)
@@ -1009,6 +1052,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         bar.close()
         elapsed = dist.shared(elapsed + time.perf_counter() - start, device)
         dist.sync_buffers(model)
+        if ema is not None:
+            dist.sync_buffers(ema.module)  # its batch-norm averages followed rank-local batches
         done = out_of_time or (cfg.epochs is not None and epoch >= cfg.epochs)
         row: dict[str, Any] = {
             "epoch": epoch,
@@ -1021,7 +1066,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         if dist.main and (done or epoch % cfg.val_every == 0):
             t0 = time.perf_counter()
             scores, shown = _validate(
-                model, val_dataset, cfg.classes, cfg.ignore_index, device, cfg.panels
+                scored, val_dataset, cfg.classes, cfg.ignore_index, device, cfg.panels
             )
             row.update(scores)
             dice = row["val_dice"]
@@ -1031,7 +1076,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                     out / "best.safetensors",
                     cfg.model,
                     kwargs,
-                    model,
+                    scored,
                     extra={**extra, "epoch": epoch, "val_dice": dice},
                 )
             else:
@@ -1059,6 +1104,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                 cfg,
                 kwargs,
                 model,
+                ema,
                 optimizer,
                 scaler if use_amp else None,
                 extra,
@@ -1069,7 +1115,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                 best=(best_dice, best_epoch, since_best),
             )
         dist.barrier()
-    return TrainResult(out, best_dice, best_epoch, epoch, history, model)
+    return TrainResult(out, best_dice, best_epoch, epoch, history, scored)
 
 
 def _save_epoch(
@@ -1077,6 +1123,7 @@ def _save_epoch(
     cfg: TrainConfig,
     kwargs: dict[str, Any],
     model: nn.Module,
+    ema: AveragedModel | None,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     extra: dict[str, Any],
@@ -1102,10 +1149,20 @@ def _save_epoch(
     }
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     # the resume point first: a kill between these writes leaves the other files at most
     # one epoch behind it, never ahead (a resume rewrites them)
     save_training_state(out / STATE_FILE, state)
-    _write_outputs(out, cfg, kwargs, model, extra, epoch=epoch, history=history)
+    _write_outputs(
+        out,
+        cfg,
+        kwargs,
+        ema.module if ema is not None else model,
+        extra,
+        epoch=epoch,
+        history=history,
+    )
 
 
 def _write_outputs(
