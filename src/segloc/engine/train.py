@@ -300,8 +300,12 @@ class TrainConfig:
     warmup : float
         Fraction of the run with a linear learning-rate warm-up.
     ema : float, optional
-        Decay of an exponential moving average of the weights, e.g. 0.999 (about the last
-        1000 steps); the average is validated and checkpointed. Off by default.
+        Decay of an exponential moving average of the weights, e.g. 0.999; the average is
+        validated and checkpointed. Off by default. The decay ramps up as
+        ``(1 + n) / (10 + n)`` after ``n`` steps, which weighs step ``k`` about as
+        ``(k / n)**9`` (61% of the weight on the last tenth of the steps, 87% on the last
+        fifth), until the ramp reaches ``ema`` (at 9000 steps for 0.999; from then on the
+        average spans about the last 1000 steps).
     loss : {"dice_ce", "ce", "dice"}
     val : str, optional
         A separate validation dataset folder; otherwise ``val_fraction`` of the cases.
