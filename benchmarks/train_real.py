@@ -185,6 +185,9 @@ RECIPES["isbi-unetpp"] = _variant("isbi", model="unetpp", deep_supervision=True)
 # validate and keep a moving average of the weights rather than the weights of one step
 # (decay 0.999, whose ramp puts 87% of the weight on the last fifth of the ~4700 steps).
 RECIPES["isbi-ema"] = _variant("isbi", ema=0.999)
+# One more pooling (depth 5, receptive field ~2x): is context what places a membrane, e.g. one
+# that a mitochondrion's outline mimics?
+RECIPES["isbi-depth5"] = _variant("isbi", depth=5)
 # A second, disjoint validation split (slices 3, 8, 10, 26; seed 0 holds out 4, 7, 15, 24),
 # seed 1 for the split and the training alike, with the MONAI recipe on the same split: how
 # much of the gap to 0.955 is which 4 slices are held out?
