@@ -1103,34 +1103,33 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         done = done or dist.any(stop_early or out_of_time, device)
         elapsed = dist.shared(elapsed, device)
         if dist.main:
-            _save_epoch(
-                out,
+            # the resume point first: a kill between these writes leaves the other files at
+            # most one epoch behind it, never ahead (a resume rewrites them)
+            _save_state(
+                out / STATE_FILE,
                 cfg,
-                kwargs,
                 model,
                 ema,
                 optimizer,
                 scaler if use_amp else None,
-                extra,
                 epoch=epoch,
                 step=step,
                 elapsed=elapsed,
                 history=history,
                 best=(best_dice, best_epoch, since_best),
             )
+            _write_outputs(out, cfg, kwargs, scored, extra, epoch=epoch, history=history)
         dist.barrier()
     return TrainResult(out, best_dice, best_epoch, epoch, history, scored)
 
 
-def _save_epoch(
-    out: Path,
+def _save_state(
+    path: Path,
     cfg: TrainConfig,
-    kwargs: dict[str, Any],
     model: nn.Module,
     ema: AveragedModel | None,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
-    extra: dict[str, Any],
     *,
     epoch: int,
     step: int,
@@ -1155,18 +1154,7 @@ def _save_epoch(
         state["scaler"] = scaler.state_dict()
     if ema is not None:
         state["ema"] = ema.state_dict()
-    # the resume point first: a kill between these writes leaves the other files at most
-    # one epoch behind it, never ahead (a resume rewrites them)
-    save_training_state(out / STATE_FILE, state)
-    _write_outputs(
-        out,
-        cfg,
-        kwargs,
-        ema.module if ema is not None else model,
-        extra,
-        epoch=epoch,
-        history=history,
-    )
+    save_training_state(path, state)
 
 
 def _write_outputs(
