@@ -890,6 +890,8 @@ _TRAIN_FLAGS = (
     ("--warmup", "warmup", float, "fraction of the run with linear warm-up (default 0)"),
     ("--ema", "ema", float, "keep and checkpoint a moving average of the weights, e.g. 0.999"),
     ("--loss", "loss", str, "dice_ce (default), ce or dice"),
+    ("--border-weight", "border_weight", float, "U-Net border weight w0 on the CE term, e.g. 10"),
+    ("--border-sigma", "border_sigma", float, "its border width in pixels (default 5)"),
     ("--val", "val", str, "separate validation dataset folder"),
     ("--val-fraction", "val_fraction", float, "share of cases kept for validation (0.2)"),
     ("--group-by", "group_by", str, "case (default) or folder: split whole folders (patients)"),

@@ -848,10 +848,10 @@ class SegmentationDataset(Dataset):
     """A torch Dataset over :class:`CaseFiles`, reading lazily.
 
     Each item is ``dict(image=FloatTensor (C, *spatial), label=LongTensor (*spatial),
-    case=name)``. Per case: read (:func:`load_case`), optionally resample to
-    ``target_spacing`` (image linear, labels nearest), normalise per channel
-    (:func:`normalize`); then per item: cut a patch (:class:`PatchSampler`) when
-    ``patch_size`` is set, and augment.
+    case=name)``, plus ``weight=FloatTensor (*spatial)`` with ``pixel_weight``. Per case:
+    read (:func:`load_case`), optionally resample to ``target_spacing`` (image linear, labels
+    nearest), normalise per channel (:func:`normalize`); then per item: cut a patch
+    (:class:`PatchSampler`) when ``patch_size`` is set, augment, and weigh.
 
     Randomness comes from the dataset's generator: seeded by ``seed`` in the main
     process and re-seeded in each DataLoader worker by :func:`worker_init_fn` from torch's
@@ -883,6 +883,12 @@ class SegmentationDataset(Dataset):
         Label that pads patches and is no foreground class.
     target_spacing : sequence of float, optional
         Resample every case to this spacing first.
+    pixel_weight : callable, optional
+        ``pixel_weight(labels) -> float array of the labels' shape``, computed on each item's
+        final (cut and augmented) labels, e.g. ``functools.partial(label_weight_map, w0=10)``
+        for the U-Net paper's border weights (:mod:`segloc.nn.weight_map`). A deformed label map
+        gets the weights of its own borders, as the paper's pre-computed maps would after the
+        same deformation; near a patch's edge the objects beyond it are unseen.
     seed : int
         Seed of the generator used outside workers.
     """
@@ -900,6 +906,7 @@ class SegmentationDataset(Dataset):
         label_mapping: str | Mapping[int, int] | None = "auto",
         ignore_index: int | None = None,
         target_spacing: Sequence[float] | None = None,
+        pixel_weight: Callable[[np.ndarray], np.ndarray] | None = None,
         seed: int = 0,
     ) -> None:
         self.cases = list(cases)
@@ -909,6 +916,9 @@ class SegmentationDataset(Dataset):
             check_choice(normalize, ("zscore", "percentile", "minmax"), name="normalize")
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable, got {type(augment).__name__}")
+        if pixel_weight is not None and not callable(pixel_weight):
+            raise TypeError(f"pixel_weight must be callable, got {type(pixel_weight).__name__}")
+        self.pixel_weight = pixel_weight
         if isinstance(cache, bool):
             self._cache_limit: float = float("inf") if cache else 0.0
         elif isinstance(cache, (int, np.integer)) and cache >= 0:
@@ -978,11 +988,20 @@ class SegmentationDataset(Dataset):
             image, labels = self.sampler.sample(image, labels, rng=self.rng)
         if self.augment is not None:
             image, labels = self.augment(image, labels, rng=self.rng)
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
             "label": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
             "case": self.cases[i].name,
         }
+        if self.pixel_weight is not None:
+            weight = np.asarray(self.pixel_weight(labels), dtype=np.float32)
+            if weight.shape != labels.shape:
+                raise ValueError(
+                    f"pixel_weight returned shape {weight.shape} for labels of shape "
+                    f"{labels.shape} (case {self.cases[i].name})"
+                )
+            item["weight"] = torch.from_numpy(np.ascontiguousarray(weight))
+        return item
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -1033,16 +1052,23 @@ class PadCollate:
         size = [-(-max(dim) // m) * m for dim in zip(*shapes, strict=True)]
         images = batch[0]["image"].new_zeros((len(batch), batch[0]["image"].shape[0], *size))
         labels = torch.full((len(batch), *size), self.label_value, dtype=torch.int64)
+        # padding is no image: it carries no loss weight
+        weights = torch.zeros((len(batch), *size)) if "weight" in batch[0] else None
         for k, item in enumerate(batch):
             box = tuple(slice(0, n) for n in item["label"].shape)
             images[(k, slice(None), *box)] = item["image"]
             labels[(k, *box)] = item["label"]
-        return {
+            if weights is not None:
+                weights[(k, *box)] = item["weight"]
+        out = {
             "image": images,
             "label": labels,
             "case": [item["case"] for item in batch],
             "shape": torch.tensor(shapes, dtype=torch.int64),
         }
+        if weights is not None:
+            out["weight"] = weights
+        return out
 
 
 def pad_collate(multiple: int = 16, *, label_value: int = 0) -> PadCollate:

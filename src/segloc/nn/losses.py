@@ -528,9 +528,16 @@ class DiceCELoss(nn.Module):
         )
         self.ce = CrossEntropyLoss(mode, weight=weight, ignore_index=ignore_index)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        pixel_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``pixel_weight`` (e.g. the U-Net weight map) weights the cross-entropy term only:
+        the Dice term is a ratio of sums over the whole image and already balances classes."""
         return self.lambda_dice * self.dice(logits, target) + self.lambda_ce * self.ce(
-            logits, target
+            logits, target, pixel_weight
         )
 
 
@@ -683,8 +690,10 @@ class DeepSupervisionLoss(nn.Module):
 
     Notes
     -----
-    ``forward(outputs, target)`` accepts a list/tuple of outputs or a single tensor (then it is
-    just ``loss(outputs, target)``, so one training loop serves models in eval-like modes).
+    ``forward(outputs, target, pixel_weight=None)`` accepts a list/tuple of outputs or a single
+    tensor (then it is just ``loss(outputs, target)``, so one training loop serves models in
+    eval-like modes). A ``pixel_weight`` map is passed on to ``loss`` (resized like the target)
+    only when given, so losses without that argument keep working.
 
     References
     ----------
@@ -703,10 +712,19 @@ class DeepSupervisionLoss(nn.Module):
         self.loss, self.weights = loss, weights
 
     def forward(
-        self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
+        self,
+        outputs: torch.Tensor | Sequence[torch.Tensor],
+        target: torch.Tensor,
+        pixel_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        def one(out: torch.Tensor) -> torch.Tensor:
+            if pixel_weight is None:
+                return self.loss(out, _resize_nearest(target, out))
+            weight = _resize_nearest(pixel_weight, out)
+            return self.loss(out, _resize_nearest(target, out), weight)
+
         if isinstance(outputs, torch.Tensor):
-            return self.loss(outputs, target)
+            return one(outputs)
         outputs = list(outputs)
         if not outputs:
             raise ValueError("outputs must hold at least one tensor, got an empty sequence")
@@ -719,7 +737,7 @@ class DeepSupervisionLoss(nn.Module):
         result = outputs[0].new_zeros(())
         for w, out in zip(weights, outputs, strict=True):
             if w:
-                result = result + (w / total) * self.loss(out, _resize_nearest(target, out))
+                result = result + (w / total) * one(out)
         return result
 
 

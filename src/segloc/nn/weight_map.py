@@ -16,8 +16,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloc._validation import check_image, check_positive
+from segloc.masks import semantic_to_instances
 
-__all__ = ["unet_weight_map"]
+__all__ = ["label_weight_map", "unet_weight_map"]
 
 # Border terms below this are dropped: they are under float32 resolution next to w_c >= ~1e-1.
 _NEGLIGIBLE = 1e-9
@@ -123,3 +124,55 @@ def unet_weight_map(
     border = w0 * np.exp(-((d1[background] + d2[background]) ** 2) / (2.0 * sigma**2))
     weights[background] += border
     return weights.astype(np.float32)
+
+
+def label_weight_map(
+    labels: np.ndarray,
+    *,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    class_balance: bool = True,
+    ignore_index: int | None = None,
+    connectivity: int = 1,
+) -> np.ndarray:
+    """The U-Net weight map [1]_ of a semantic label map: its objects are the connected components
+    of each foreground class.
+
+    This is what a training loop has at hand (class labels, not instance ids). Two cells of one
+    class separated by a one-pixel membrane are two objects with face connectivity (the
+    default), which is what makes the border term light up on the membrane.
+
+    Parameters
+    ----------
+    labels : ndarray of int, 2D or 3D
+        Class map, 0 = background.
+    w0, sigma, class_balance
+        As in :func:`unet_weight_map`.
+    ignore_index : int, optional
+        Label that is no object (e.g. void or padding): counted as background here; the loss
+        leaves those pixels out anyway.
+    connectivity : int, default 1
+        Of the components (see :func:`segloc.masks.semantic_to_instances`).
+
+    Returns
+    -------
+    ndarray of float32, same shape as ``labels``
+
+    References
+    ----------
+    .. [1] Ronneberger et al., MICCAI 2015, eq. 2. :doi:`10.1007/978-3-319-24574-4_28`
+
+    Examples
+    --------
+    >>> w = label_weight_map(np.array([[1, 0, 0, 0, 1, 1, 0, 0]]), class_balance=False)
+    >>> print(w.round(2))  # two components of class 1: the map of unet_weight_map's example
+    [[1.   8.26 8.26 8.26 1.   1.   4.75 2.98]]
+    """
+    arr = check_image(labels, name="labels")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"labels must be an integer array, got dtype {arr.dtype}")
+    classes = [int(c) for c in np.unique(arr) if c != 0 and c != ignore_index]
+    if classes and min(classes) < 0:
+        raise ValueError(f"labels must be >= 0 (or ignore_index), got {min(classes)}")
+    instances, _ = semantic_to_instances(arr, connectivity=connectivity, classes=classes)
+    return unet_weight_map(instances, w0=w0, sigma=sigma, class_balance=class_balance)
