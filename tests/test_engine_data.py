@@ -4,6 +4,7 @@ statistics, the torch Dataset, collation and worker seeding."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from segloc.engine.data import (
     split_cases,
     worker_init_fn,
 )
+from segloc.nn.weight_map import label_weight_map
 
 DATA = Path(
     os.environ.get("SEGLOC_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
@@ -492,6 +494,39 @@ def test_dataset_whole_images_and_pad_collate(folder):
         pad_collate()(items)  # grey and RGB do not stack
     with pytest.raises(IndexError):
         ds[3]
+
+
+def test_dataset_pixel_weight_follows_the_augmented_labels(folder, tmp_path_factory):
+    """The weight is computed on each item's final labels (patch cut and augmented), and
+    pad_collate gives padding no weight."""
+    rng = np.random.default_rng(1)
+    cells = np.zeros((40, 40), bool)
+    for r in range(2, 40, 9):
+        for c in range(3, 40, 8):
+            cells[r : r + 6, c : c + 6] = True  # a grid of squares 2-3 px apart
+    root = tmp_path_factory.mktemp("cells")
+    write_case(root, "a", rng.integers(0, 255, (40, 40), dtype=np.uint8), cells)
+    aug = Augmenter(2, p_affine=1.0, p_elastic=1.0)
+    weigh = functools.partial(label_weight_map, w0=5.0, sigma=2.0, class_balance=False)
+    ds = SegmentationDataset(
+        find_cases(root), patch_size=(24, 24), augment=aug, pixel_weight=weigh, samples_per_epoch=4
+    )
+    for i in range(4):
+        item = ds[i]
+        assert item["weight"].dtype == torch.float32 and item["weight"].max() > 2
+        expected = weigh(item["label"].numpy())
+        np.testing.assert_array_equal(item["weight"].numpy(), expected)
+    cases = find_cases(folder)
+    assert "weight" not in SegmentationDataset(cases)[0]
+    whole = SegmentationDataset(cases, pixel_weight=lambda labels: np.full(labels.shape, 2.0))
+    batch = pad_collate(16)([whole[0], whole[1]])
+    assert tuple(batch["weight"].shape) == (2, 48, 32)
+    assert (batch["weight"][0, :20, :30] == 2).all() and (batch["weight"][0, 20:] == 0).all()
+    with pytest.raises(TypeError, match="pixel_weight must be callable, got float"):
+        SegmentationDataset(cases, pixel_weight=1.0)
+    bad = SegmentationDataset(cases, pixel_weight=lambda labels: np.ones(3))
+    with pytest.raises(ValueError, match=r"pixel_weight returned shape \(3,\) .* \(case grey0\)"):
+        bad[0]
 
 
 def test_dataset_cache(folder):

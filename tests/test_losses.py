@@ -379,6 +379,22 @@ def test_dice_ce_multilabel_is_dice_plus_bce():
     torch.testing.assert_close(DiceCELoss("multilabel")(logits, target), ref, **TIGHT)
 
 
+@pytest.mark.parametrize("mode", ["binary", "multiclass"])
+def test_dice_ce_pixel_weight_weighs_the_ce_term_only(mode):
+    logits, target = random_case(mode, shape=(2, 3, 6, 5))
+    spatial = target.shape if mode == "multiclass" else (target.shape[0], *target.shape[2:])
+    pw = 0.5 + torch.rand(spatial, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    loss = DiceCELoss(mode, lambda_dice=0.7, lambda_ce=1.3)
+    dice = DiceLoss(mode)(logits, target)
+    if mode == "multiclass":
+        ce = (F.cross_entropy(logits, target, reduction="none") * pw).mean()
+    else:
+        per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        ce = (per_pixel * pw.unsqueeze(1)).mean()
+    torch.testing.assert_close(loss(logits, target, pw), 0.7 * dice + 1.3 * ce, **TIGHT)
+    torch.testing.assert_close(loss(logits, target, torch.ones_like(pw)), loss(logits, target))
+
+
 def test_dice_ce_class_weight_matches_monai():
     logits, target = random_case("multiclass")
     w = torch.tensor([0.5, 1.0, 4.0], dtype=torch.float64)
@@ -482,6 +498,23 @@ def test_deep_supervision_resizes_target_by_nearest(mode):
     # torch's "nearest" for a factor 1/2 takes every second pixel from the first
     expected = (base(logits, target) + base(small, target[..., ::2, ::2])) / 2
     torch.testing.assert_close(got, expected)
+
+
+def test_deep_supervision_passes_the_pixel_weight_resized():
+    logits, target = random_case("multiclass", shape=(2, 3, 8, 6))
+    pw = torch.rand(target.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    small = logits[..., ::2, ::2].contiguous()
+    base = DiceCELoss("multiclass")
+    got = DeepSupervisionLoss(base)([logits, small], target, pw)
+    expected = (
+        base(logits, target, pw) + base(small, target[..., ::2, ::2], pw[..., ::2, ::2])
+    ) / 2
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(
+        DeepSupervisionLoss(base)(logits, target, pw), base(logits, target, pw)
+    )
+    # without a map a loss that takes none still works
+    DeepSupervisionLoss(DiceLoss("multiclass"))([logits, small], target)
 
 
 def test_deep_supervision_errors():

@@ -146,6 +146,10 @@ def test_training_state_is_not_unpickled(tmp_path):
         ({"val_split": "first"}, r"val_split must be one of \['random', 'last'\]"),
         ({"ema": 1.0}, r"ema must be a decay in \(0, 1\) or None, got 1.0"),
         ({"ema": True}, "ema must be a decay"),
+        ({"border_weight": -1.0}, "border_weight must be >= 0, got -1.0"),
+        ({"border_weight": True}, "border_weight must be a number, got True"),
+        ({"border_sigma": 0}, "border_sigma must be > 0, got 0"),
+        ({"border_weight": 10, "loss": "dice"}, "loss 'dice' has none"),
     ],
 )
 def test_config_rejects(settings, message):
@@ -300,6 +304,31 @@ def test_ema_weights_are_validated_checkpointed_and_resumed(tmp_path):
     assert all(torch.equal(last[k], again[k]) for k in last)
     with pytest.raises(ValueError, match="saved run has ema=0.9"):
         train(_config(data, tmp_path / "b", epochs=5, resume=True), progress=False)
+
+
+def test_border_weight_weighs_the_training_loss(tmp_path):
+    """The same seeded run with the U-Net border weights: its first step's loss is the
+    weighted one (every weight >= 1, the gaps between the two disks far above), and the run
+    trains and saves as usual."""
+    root = tmp_path / "data"
+    grid = np.indices((32, 32))
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        # two disks 2-4 pixels apart: a narrow gap with a large border term
+        gap = 2 + i % 3
+        mask = ((grid[0] - 16) ** 2 + (grid[1] - 9) ** 2 < 36) | (
+            (grid[0] - 16) ** 2 + (grid[1] - 21 - gap) ** 2 < 36
+        )
+        image = np.clip(60 + 120 * mask + rng.normal(0, 20, mask.shape), 0, 255)
+        io.write_image(root / "images" / f"c{i}.png", image.astype(np.uint8))
+        io.write_mask(root / "labels" / f"c{i}.png", mask)
+    kw = dict(epochs=1, samples_per_epoch=2, batch=2, patch=[32], augment="none")
+    plain = train(_config(root, tmp_path / "plain", **kw), progress=False)
+    weighted = train(_config(root, tmp_path / "w", border_weight=20.0, **kw), progress=False)
+    first_plain, first_weighted = plain.history[0]["train_loss"], weighted.history[0]["train_loss"]
+    # same seed, same patches, same initial weights: without the map they would be equal
+    assert first_weighted > 1.2 * first_plain
+    assert (tmp_path / "w" / "best.safetensors").exists()
 
 
 def test_val_split_last_holds_out_the_last_cases(tmp_path):

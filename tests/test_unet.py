@@ -23,7 +23,7 @@ import segloc.nn.unet
 import segloc.nn.weight_map
 from segloc.nn.blocks import ConvBlock, Down, Up, center_crop, conv_nd, norm_nd
 from segloc.nn.unet import UNet, _reflect_index, overlap_tile_predict, unet3d
-from segloc.nn.weight_map import unet_weight_map
+from segloc.nn.weight_map import label_weight_map, unet_weight_map
 
 DATA = Path(
     os.environ.get("SEGLOC_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
@@ -580,6 +580,59 @@ def test_weight_map_errors():
         unet_weight_map(np.zeros((3, 3), np.int32), sigma=0)
     with pytest.raises(ValueError, match="instances must be 2D or 3D"):
         unet_weight_map(np.zeros(3, np.int32))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_weight_map_matches_brute_force_on_components(seed):
+    """Objects are the 4-connected components of each class, computed here with ndimage alone;
+    the ignore label is no object."""
+    rng = np.random.default_rng(seed)
+    labels = (ndi.gaussian_filter(rng.random((60, 70)), 2) > 0.5).astype(np.int64)
+    labels[ndi.gaussian_filter(rng.random((60, 70)), 2) > 0.53] = 2
+    labels[:5, :5] = 7  # ignore
+    inst = np.zeros(labels.shape, np.int64)
+    for c in (1, 2):
+        comp, n = ndi.label(labels == c)
+        inst[comp > 0] = comp[comp > 0] + 100 * c
+    assert len(np.unique(inst)) > 6
+    got = label_weight_map(labels, sigma=4.0, class_balance=False, ignore_index=7)
+    expected = brute_force_weight_map(inst, sigma=4.0, class_balance=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_label_weight_map_connectivity():
+    """Two pixels touching at a corner are two objects with face connectivity (the default: the
+    background corners between them get the border term), one object with full connectivity."""
+    labels = np.array([[1, 0], [0, 1]])
+    separate = label_weight_map(labels, class_balance=False)
+    # each background pixel is 1 from both objects: d1 + d2 = 2
+    expected = np.array([[1.0, 1 + 10 * np.exp(-4 / 50)], [1 + 10 * np.exp(-4 / 50), 1.0]])
+    np.testing.assert_allclose(separate, expected, rtol=1e-6)
+    np.testing.assert_allclose(label_weight_map(labels, class_balance=False, connectivity=2), 1)
+
+
+def test_label_weight_map_errors():
+    with pytest.raises(TypeError, match="labels must be an integer array, got dtype float64"):
+        label_weight_map(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        label_weight_map(-np.ones((3, 3), np.int64))
+
+
+def test_label_weight_map_on_isbi_membranes():
+    """On an EM slice every membrane separates two cells: the border term lights it up, while
+    cell interiors keep weight 1."""
+    from PIL import Image
+
+    path = DATA / "isbi2012" / "labels" / "1.png"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    labels = (np.asarray(Image.open(path))[:128, :128] > 127).astype(np.int64)
+    w = label_weight_map(labels, class_balance=False)
+    assert np.all(w[labels == 1] == 1)
+    membrane = w[labels == 0]
+    assert np.median(membrane) > 5  # membranes are a few pixels wide: d1 + d2 is small
+    inst, n = ndi.label(labels == 1)
+    np.testing.assert_allclose(w, brute_force_weight_map(inst, class_balance=False), rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------
