@@ -1078,7 +1078,8 @@ def pad_collate(multiple: int = 16, *, label_value: int = 0) -> PadCollate:
     ignore index to keep padding out of the loss) at the end of each spatial axis, so
     ``output[..., :rows, :cols]`` is the original extent. The batch dict holds
     ``image`` (B, C, *padded), ``label`` (B, *padded), ``case`` (names) and ``shape``
-    (B, ndim) the original spatial shapes.
+    (B, ndim) the original spatial shapes, plus ``weight`` (B, *padded) when the items have
+    one (padding weighs 0).
 
     Examples
     --------

@@ -641,7 +641,7 @@ def _loss(cfg: TrainConfig) -> nn.Module:
     return DeepSupervisionLoss(loss) if cfg.deep_supervision else loss
 
 
-def _pixel_weight(cfg: TrainConfig) -> Callable[[np.ndarray], np.ndarray] | None:
+def _weight_map(cfg: TrainConfig) -> Callable[[np.ndarray], np.ndarray] | None:
     """The U-Net border weight map of each training patch, or None when ``border_weight`` is 0.
 
     A ``functools.partial`` of a module-level function pickles into DataLoader workers.
@@ -945,7 +945,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         augment=_augmenter(cfg, dims),
         samples_per_epoch=cfg.samples_per_epoch,
         foreground_fraction=cfg.foreground_fraction,
-        pixel_weight=_pixel_weight(cfg),
+        pixel_weight=_weight_map(cfg),
         seed=cfg.seed + dist.rank,
         **common,
     )
