@@ -598,6 +598,11 @@ def test_label_weight_map_matches_brute_force_on_components(seed):
     got = label_weight_map(labels, sigma=4.0, class_balance=False, ignore_index=7)
     expected = brute_force_weight_map(inst, sigma=4.0, class_balance=False)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    # a negative ignore label (padding, e.g. -1) is no object either
+    negative = np.where(labels == 7, -1, labels)
+    np.testing.assert_array_equal(
+        label_weight_map(negative, sigma=4.0, class_balance=False, ignore_index=-1), got
+    )
 
 
 def test_label_weight_map_connectivity():

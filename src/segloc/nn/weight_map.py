@@ -171,8 +171,7 @@ def label_weight_map(
     arr = check_image(labels, name="labels")
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"labels must be an integer array, got dtype {arr.dtype}")
-    classes = [int(c) for c in np.unique(arr) if c != 0 and c != ignore_index]
-    if classes and min(classes) < 0:
-        raise ValueError(f"labels must be >= 0 (or ignore_index), got {min(classes)}")
-    instances, _ = semantic_to_instances(arr, connectivity=connectivity, classes=classes)
+    if ignore_index is not None:
+        arr = np.where(arr == ignore_index, 0, arr)  # a negative ignore label is allowed too
+    instances, _ = semantic_to_instances(arr, connectivity=connectivity)
     return unet_weight_map(instances, w0=w0, sigma=sigma, class_balance=class_balance)
