@@ -139,6 +139,33 @@ def test_check_dataset_reports_unmatched_mismatch_and_corrupt(tmp_path):
         assert needle in text
 
 
+def test_check_dataset_reads_jpeg_masks_as_training_does(tmp_path, recwarn):
+    # Kvasir-SEG ships its masks as JPEG: compression leaves grey values along the edges
+    rng = np.random.default_rng(0)
+    (tmp_path / "masks").mkdir()
+    for name in ("a", "b"):
+        mask = np.zeros((40, 48), np.uint8)
+        r, c = rng.integers(4, 20, size=2)
+        mask[r : r + 17, c : c + 23] = 255
+        image = rng.integers(0, 255, (40, 48), np.uint8)
+        io.write_image(tmp_path / "images" / f"{name}.png", image)
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.jpg", quality=75)
+    expected = 0
+    for case in find_cases(tmp_path):
+        stored = np.asarray(Image.open(case.label))
+        assert len(np.unique(stored)) > 2
+        expected += int((stored >= 128).sum())
+        np.testing.assert_array_equal(load_case(case)[1], stored >= 128)
+    recwarn.clear()  # load_case warns once per JPEG mask; the report does not
+    report = check_dataset(tmp_path)
+    assert report.ok, report.format()
+    assert report.lossy_labels == 2
+    assert report.label_values == [0, 255] and report.label_mapping == {0: 0, 255: 1}
+    assert report.class_voxels == {0: 2 * 40 * 48 - expected, 1: expected}
+    assert "lossy (JPEG) label files: 2" in report.format()
+    assert not [w for w in recwarn if "lossy" in str(w.message)]
+
+
 def test_check_dataset_label_map_keeps_values(tmp_path):
     lab = np.array([[0, 1, 2, 2]], np.uint8)
     write_case(tmp_path, "a", np.ones((1, 4), np.uint8), lab)

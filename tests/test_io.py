@@ -668,6 +668,28 @@ def test_read_mask_jpeg_warns_and_thresholds(tmp_path):
     assert abs(int(out.sum()) - 256) <= 8  # the square survives compression
 
 
+@pytest.mark.parametrize(
+    "name, save, lossy",
+    [
+        ("a.jpg", "JPEG", True),
+        ("a.JPEG", "JPEG", True),
+        ("a.png", "PNG", False),
+        ("a.tif", "TIFF", False),
+        ("a.bin", "JPEG", True),  # no known suffix: told by its first bytes
+        ("b.bin", "PNG", False),
+    ],
+)
+def test_is_lossy(tmp_path, name, save, lossy):
+    Image.fromarray(np.zeros((4, 4), U8)).save(tmp_path / name, format=save)
+    assert io.is_lossy(tmp_path / name) is lossy
+
+
+def test_is_lossy_unknown_format(tmp_path):
+    (tmp_path / "x.bin").write_bytes(b"nothing an image starts with")
+    with pytest.raises(ImageReadError, match="x.bin: unknown image format"):
+        io.is_lossy(tmp_path / "x.bin")
+
+
 def test_read_mask_palette_png(tmp_path):
     idx = np.array([[0, 1, 2], [2, 2, 0]], U8)
     colours = [0, 0, 0, 128, 0, 0, 0, 128, 0]

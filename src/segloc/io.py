@@ -43,6 +43,7 @@ __all__ = [
     "case_stem",
     "check_compatible",
     "interpret_mask",
+    "is_lossy",
     "list_images",
     "match_files",
     "read_image",
@@ -159,6 +160,20 @@ def _format_of(path: Path) -> str:
             f"{', '.join(sorted(_SUFFIXES))})"
         )
     return fmt
+
+
+def is_lossy(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a lossy format (JPEG), told as :func:`read_image` tells formats.
+
+    By the suffix, else by the file's first bytes. A mask read from such a file is
+    thresholded (:func:`interpret_mask`): compression blurs its values.
+
+    Raises
+    ------
+    ImageReadError
+        For a file whose format cannot be told.
+    """
+    return _format_of(Path(path)) in _LOSSY
 
 
 def _library_error(path: Path, exc: BaseException) -> ImageReadError:

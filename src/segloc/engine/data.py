@@ -30,6 +30,7 @@ References
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from segloc.io import (
     ImageReadError,
     case_stem,
     check_compatible,
+    is_lossy,
     list_images,
     match_files,
     read_image,
@@ -302,6 +304,9 @@ class DatasetReport:
         Class index -> number of pixels/voxels.
     class_cases : dict
         Class index -> number of cases where it appears.
+    lossy_labels : int
+        Label files in a lossy format (JPEG, as Kvasir-SEG ships its masks): read as binary
+        masks, value >= 128 (:func:`segloc.io.interpret_mask`), and counted as 0/255.
     problems : list of str
         One line per case that could not be used (unreadable, shape or spacing mismatch).
     """
@@ -320,6 +325,7 @@ class DatasetReport:
     label_mapping: dict[int, int] = field(default_factory=dict)
     class_voxels: dict[int, int] = field(default_factory=dict)
     class_cases: dict[int, int] = field(default_factory=dict)
+    lossy_labels: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -371,6 +377,11 @@ class DatasetReport:
             lines.append(f"spacings: {counts(self.spacings)}")
             lines.append(f"channels: {counts(self.channels)}")
             lines.append(f"label values: {self.label_values}")
+            if self.lossy_labels:
+                lines.append(
+                    f"lossy (JPEG) label files: {self.lossy_labels}, read as binary masks "
+                    "(value >= 128)"
+                )
             mapping = {k: v for k, v in self.label_mapping.items() if k != v}
             if mapping:
                 lines.append(f"label mapping (stored -> class): {mapping}")
@@ -428,8 +439,15 @@ def check_dataset(
         name = _case_name(image_path, images)
         try:
             image, meta = read_image(image_path)
-            raw, label_meta = read_mask(label_path, kind="labels")
+            lossy = is_lossy(label_path)
+            with warnings.catch_warnings():
+                # one line of the report for them all rather than a warning per file
+                warnings.simplefilter("ignore", UserWarning)
+                raw, label_meta = read_mask(label_path, kind="binary" if lossy else "labels")
             check_compatible(image, raw, image_meta=meta, mask_meta=label_meta)
+            if lossy:  # what training reads: a binary mask, stored values shown as 0/255
+                raw = raw.astype(np.uint8) * 255
+                report.lossy_labels += 1
         except ValueError as exc:  # ImageReadError included: report it, keep going
             report.problems.append(f"{name}: {exc}")
             continue
