@@ -259,6 +259,32 @@ def test_evaluate_model_scores_match_hand_dice(tmp_path):
     assert [r["case"] for r in read_csv(out2 / "per_case.csv")][:2] == ["c2", "c3"]
 
 
+EVALUATE = ["evaluate", "--model", "{run}", "-o", "{tmp}/ev"]
+COMPARE = ["compare", "--methods", "otsu,unet:{run}", "-o", "{tmp}/cmp"]
+
+
+@pytest.mark.parametrize(
+    "command, split, note",
+    [
+        (EVALUATE, [], "note: 2 of the 4 cases (e.g. c0)"),
+        (EVALUATE, ["--split", "val"], None),
+        (EVALUATE, ["--split", "train"], "2 of the 2"),
+        (COMPARE, [], "2 of the 4 cases"),
+        (COMPARE, ["--split", "val"], None),
+    ],
+)
+def test_scoring_training_cases_is_noted(tmp_path, capsys, command, split, note):
+    data = squares_dataset(tmp_path / "ds", n=4)
+    run = make_run(tmp_path / "run", split={"train": ["c0", "c1"], "val": ["c2", "c3"]})
+    argv = [a.format(run=run, tmp=tmp_path) for a in command]
+    assert main([*argv, "--data", str(data), *split, "-q", "--no-surface"]) == 0
+    err = capsys.readouterr().err
+    if note is None:
+        assert "trained the model" not in err
+    else:
+        assert note in err and "split.json" in err and "--split val" in err
+
+
 def test_evaluate_keeps_the_pred_truth_form(tmp_path):
     t = np.zeros((20, 20), bool)
     t[5:15, 5:15] = True

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from segloc import io
-from segloc.evaluate import evaluate_case, evaluate_paths
+from segloc.evaluate import evaluate_case, evaluate_paths, trained_on
 
 
 def test_evaluate_case_hand_computed():
@@ -73,3 +73,16 @@ def test_summary_statistics(tmp_path):
     result.to_csv(tmp_path / "r.csv")
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0].startswith("case,dice_1") and lines[-3].startswith("mean")
+
+
+def test_trained_on_reads_the_runs_split(tmp_path):
+    from types import SimpleNamespace
+
+    cases = [SimpleNamespace(name=n) for n in ("a", "b", "c")]
+    assert trained_on(cases, None) == []
+    assert trained_on(cases, tmp_path) == []  # no split.json: nothing known
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["c", "a", "z"], "val": ["b"]}))
+    assert trained_on(cases, tmp_path) == ["a", "c"]
+    (tmp_path / "split.json").write_text(json.dumps({"train": "a"}))
+    with pytest.raises(ValueError, match="split.json: must hold"):
+        trained_on(cases, tmp_path)

@@ -270,6 +270,20 @@ def _print_table(rows: Sequence[dict], key: str) -> None:
         print(f"{row[key]!s:<{width}}  " + "  ".join(cells))
 
 
+def _note_trained_on(cases: list, run: Path | None) -> None:
+    """Warn on stderr when scored cases trained the model: their scores measure the fit."""
+    from segloc.evaluate import trained_on
+
+    seen = trained_on(cases, run)
+    if seen:
+        print(
+            f"note: {len(seen)} of the {len(cases)} cases (e.g. {seen[0]}) trained the model "
+            f"({run / 'split.json'}): their scores measure the fit; --split val scores the "
+            "held-out cases only",
+            file=sys.stderr,
+        )
+
+
 def _evaluate_model(args: argparse.Namespace) -> int:
     from segloc.evaluate import model_segmenter, score_cases, select_cases
     from segloc.viz import comparison_panel
@@ -283,6 +297,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     split = "val" if args.val_only else args.split
     run = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
     cases = select_cases(args.data, run=run, split=split)
+    _note_trained_on(cases, run)
     predictor = _predictor(args, args.model)
     result, kept = score_cases(
         model_segmenter(predictor),
@@ -356,6 +371,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         first = Path(next(s.split(":", 1)[1] for s in specs if ":" in s))
         run = first if first.is_dir() else first.parent
     cases = select_cases(args.data, run=run, split=args.split)
+    _note_trained_on(cases, run)
     methods = [
         (s.split(":", 1)[0], model_segmenter(deep[s.split(":", 1)[0]]))
         if ":" in s

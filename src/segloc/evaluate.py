@@ -272,6 +272,18 @@ def select_cases(
     return chosen
 
 
+def trained_on(cases: Sequence, run: str | os.PathLike | None) -> list[str]:
+    """Names of ``cases`` listed in the training part of ``run``'s ``split.json``.
+
+    Scores of such cases measure the fit, not generalisation; ``[]`` when ``run`` is
+    None or holds no ``split.json``.
+    """
+    if run is None or not (Path(run) / "split.json").is_file():
+        return []
+    train = set(load_split(run)["train"])
+    return [c.name for c in cases if c.name in train]
+
+
 def _as_read(image_cf: np.ndarray, meta: io.ImageMeta) -> np.ndarray:
     """Undo :func:`segloc.engine.data.load_case`'s channels-first layout."""
     return np.moveaxis(image_cf, 0, -1) if "channels" in meta.header else image_cf[0]
