@@ -1289,7 +1289,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, dest=name, type=kind, nargs=nargs, default=None, help=text)
     p.add_argument("--deep-supervision", action="store_true", help="U-Net++: train all heads")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="run the end-to-end demo on the shared datasets")

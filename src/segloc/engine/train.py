@@ -895,8 +895,6 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
                 "it or choose another --out"
             )
         state = None
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
 
     train_cases, val_cases = _cases(cfg)
     random.seed(cfg.seed)
@@ -935,6 +933,15 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         raise ValueError(f"patch must have {dims} values for {dims}D data, got {cfg.patch}")
     if any(p % 2**depth for p in cfg.patch):
         raise ValueError(f"patch {cfg.patch} must be divisible by 2**depth = {2**depth}")
+    largest = [int(n) for n in np.max(np.array(shapes), axis=0)]
+    room = [-(-n // 2**depth) * 2**depth for n in largest]  # rounded up to 2**depth
+    if any(p > r for p, r in zip(cfg.patch, room, strict=True)):
+        # all padding beyond the largest case: costs memory and time (a 256^3 patch of a
+        # small MRI set takes tens of GB) and teaches nothing
+        raise ValueError(
+            f"patch {cfg.patch} is larger than every training case on some axis (largest "
+            f"{'x'.join(map(str, largest))}); use at most {room}"
+        )
     if cfg.lr is None:
         cfg.lr = 0.01 if cfg.optimizer == "sgd" else 1e-3
     budget = parse_duration(cfg.time_budget) if cfg.time_budget is not None else None
@@ -1018,6 +1025,8 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     if dist.main:
         import yaml
 
+        # only now: a run refused for its data leaves no folder behind
+        out.mkdir(parents=True, exist_ok=True)
         _write_bytes(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         split = {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases]}
         _write_bytes(out / "split.json", json.dumps(split, indent=1).encode())
