@@ -371,16 +371,16 @@ def test_3d_and_bad_data(tmp_path):
         train(_config(flat, tmp_path / "v", model="vnet"), progress=False)
     with pytest.raises(ValueError, match="divisible by 2\\*\\*depth = 4"):
         train(_config(flat, tmp_path / "p", patch=[30]), progress=False)
-    # beyond the largest case rounded up to 2**depth a patch is all padding
+    # over twice the largest case rounded up to 2**depth a patch is mostly padding
     with pytest.raises(
-        ValueError, match=r"larger than every .* \(largest 32x32\); use at most \[32, 32\]"
+        ValueError, match=r"over twice .* \(32x32\); use at most \[64, 64\], or \[32, 32\]"
     ):
-        train(_config(flat, tmp_path / "p", patch=[36]), progress=False)
-    with pytest.raises(ValueError, match=r"largest 16x16x16\); use at most \[16, 16, 16\]"):
-        train(_config(data, tmp_path / "p", model="unet3d", patch=[16, 20, 16]), progress=False)
+        train(_config(flat, tmp_path / "p", patch=[68]), progress=False)
+    with pytest.raises(ValueError, match=r"\(16x16x16\); use at most \[32, 32, 32\]"):
+        train(_config(data, tmp_path / "p", model="unet3d", patch=[16, 36, 16]), progress=False)
     odd = _disks(tmp_path / "data30", n=4, size=30)
-    result = train(_config(odd, tmp_path / "r30", patch=[32], epochs=1), progress=False)
-    assert result.epochs == 1  # 30 rounded up to 2**depth = 4 is 32
+    result = train(_config(odd, tmp_path / "r30", patch=[64], epochs=1), progress=False)
+    assert result.epochs == 1  # 30 rounded up to 2**depth = 4 is 32: a patch of 64 is allowed
     assert not (tmp_path / "p").exists()  # the refused runs left no folder
 
 

@@ -935,12 +935,14 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         raise ValueError(f"patch {cfg.patch} must be divisible by 2**depth = {2**depth}")
     largest = [int(n) for n in np.max(np.array(shapes), axis=0)]
     room = [-(-n // 2**depth) * 2**depth for n in largest]  # rounded up to 2**depth
-    if any(p > r for p, r in zip(cfg.patch, room, strict=True)):
-        # all padding beyond the largest case: costs memory and time (a 256^3 patch of a
-        # small MRI set takes tens of GB) and teaches nothing
+    if any(p > 2 * r for p, r in zip(cfg.patch, room, strict=True)):
+        # more padding than image on that axis: costs memory and time (a 256^3 patch of a
+        # small MRI set takes tens of GB) and teaches nothing. Some padding is fine (PH2's
+        # 192x256 photos in 256 patches)
         raise ValueError(
-            f"patch {cfg.patch} is larger than every training case on some axis (largest "
-            f"{'x'.join(map(str, largest))}); use at most {room}"
+            f"patch {cfg.patch} is over twice the largest training case on some axis "
+            f"({'x'.join(map(str, largest))}); use at most {[2 * r for r in room]}, or "
+            f"{room} to pad nothing"
         )
     if cfg.lr is None:
         cfg.lr = 0.01 if cfg.optimizer == "sgd" else 1e-3
