@@ -150,6 +150,9 @@ def test_training_state_is_not_unpickled(tmp_path):
         ({"border_weight": True}, "border_weight must be a number, got True"),
         ({"border_sigma": 0}, "border_sigma must be > 0, got 0"),
         ({"border_weight": 10, "loss": "dice"}, "loss 'dice' has none"),
+        ({"augment_kwargs": {"flip": 1}}, r"unknown Augmenter setting\(s\) \['flip'\]"),
+        ({"augment_kwargs": [1]}, "augment_kwargs must be a mapping"),
+        ({"augment": "none", "augment_kwargs": {"p_flip": 0}}, "not 'none'"),
     ],
 )
 def test_config_rejects(settings, message):
@@ -356,6 +359,33 @@ def test_time_budget_stops(tmp_path):
     )
     assert time.perf_counter() - t0 < 60
     assert result.epochs >= 1 and math.isfinite(result.history[-1]["val_dice"])
+
+
+@pytest.mark.parametrize(
+    ("augment", "kwargs", "expected"),
+    [
+        ("default", {}, {"flip_axes": (0, 1), "p_rot90": 0.5, "p_affine": 0.2}),
+        ("default", {"flip_axes": [1], "p_rot90": 0.0}, {"flip_axes": (1,), "p_rot90": 0.0}),
+        ("light", {}, {"p_affine": 0.0, "p_elastic": 0.0, "p_rot90": 0.5}),
+        ("light", {"p_elastic": 0.3}, {"p_affine": 0.0, "p_elastic": 0.3}),
+    ],
+)
+def test_augment_kwargs_reach_the_augmenter(augment, kwargs, expected):
+    from segloc.engine.train import _augmenter
+
+    cfg = TrainConfig.from_dict(
+        {"data": "d", "epochs": 1, "augment": augment, "augment_kwargs": kwargs}
+    ).validate()
+    aug = _augmenter(cfg, 2)
+    assert {k: getattr(aug, k) for k in expected} == expected
+
+
+def test_augment_kwargs_bad_value_stops_before_the_run(tmp_path):
+    data = _disks(tmp_path / "d", n=4)
+    cfg = _config(data, tmp_path / "run", augment_kwargs={"p_flip": 2.0})
+    with pytest.raises(ValueError, match=r"augment_kwargs: p_flip must be in \[0, 1\], got 2.0"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_3d_and_bad_data(tmp_path):

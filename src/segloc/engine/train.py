@@ -45,6 +45,7 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import inspect
 import io as _io
 import json
 import math
@@ -341,6 +342,10 @@ class TrainConfig:
     augment : {"default", "light", "none"}
         ``"default"``: flips, 90 degree turns, affine, elastic, intensity, noise; ``"light"``:
         flips and 90 degree turns.
+    augment_kwargs : dict
+        Settings of :class:`segloc.engine.augment.Augmenter` over those of ``augment``, e.g.
+        ``{"flip_axes": [1], "p_rot90": 0.0}`` to mirror left-right only, for labels drawn
+        with a consistent offset along the rows.
     foreground_fraction : float
         Share of patches centred on foreground.
     workers : int
@@ -360,6 +365,9 @@ class TrainConfig:
         Continue the run in ``out`` from its ``state.pt``.
     threads : int, optional
         torch intra-op threads (default: torch's choice).
+    extra_model_kwargs : dict
+        Constructor arguments of the model over those the trainer sets (e.g.
+        ``{"norm": "instance"}``).
     """
 
     data: str = ""
@@ -397,6 +405,7 @@ class TrainConfig:
     image_dir: str | None = None
     label_dir: str | None = None
     augment: str = "default"
+    augment_kwargs: dict[str, Any] = field(default_factory=dict)
     foreground_fraction: float = 1 / 3
     workers: int = 0
     cache_mib: int = 4096
@@ -448,6 +457,16 @@ class TrainConfig:
         check_choice(self.group_by, ("case", "folder"), name="group_by")
         check_choice(self.val_split, ("random", "last"), name="val_split")
         check_choice(self.augment, ("default", "light", "none"), name="augment")
+        if not isinstance(self.augment_kwargs, Mapping):
+            raise ValueError(f"augment_kwargs must be a mapping, got {self.augment_kwargs!r}")
+        known = set(inspect.signature(Augmenter).parameters) - {"dims"}
+        unknown = sorted(set(self.augment_kwargs) - known)
+        if unknown:
+            raise ValueError(
+                f"augment_kwargs: unknown Augmenter setting(s) {unknown}; known: {sorted(known)}"
+            )
+        if self.augment == "none" and self.augment_kwargs:
+            raise ValueError("augment_kwargs needs augment 'default' or 'light', not 'none'")
         check_choice(self.precision, ("auto", "fp32", "bf16", "fp16"), name="precision")
         if self.normalize is not None:
             check_choice(self.normalize, ("zscore", "percentile", "minmax"), name="normalize")
@@ -660,9 +679,14 @@ def _weight_map(cfg: TrainConfig) -> Callable[[np.ndarray], np.ndarray] | None:
 def _augmenter(cfg: TrainConfig, dims: int) -> Augmenter | None:
     if cfg.augment == "none":
         return None
+    kwargs: dict[str, Any] = {}
     if cfg.augment == "light":
-        return Augmenter(dims, p_affine=0.0, p_elastic=0.0, p_intensity=0.0, p_noise=0.0)
-    return Augmenter(dims)
+        kwargs = {"p_affine": 0.0, "p_elastic": 0.0, "p_intensity": 0.0, "p_noise": 0.0}
+    kwargs.update(cfg.augment_kwargs)
+    try:
+        return Augmenter(dims, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"augment_kwargs: {exc}") from None
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
