@@ -180,6 +180,33 @@ def test_tta_averages_softmax_over_all_flips():
 
 
 @pytest.mark.parametrize(
+    "axes, flips",
+    [
+        ([2], [(), (4,)]),
+        ([0, 2], [(), (2,), (4,), (2, 4)]),
+        ([], [()]),
+        ([1, 1], [(), (3,)]),
+    ],
+)
+def test_tta_mirrors_only_the_given_axes(axes, flips):
+    net = small_net(3, k=2)
+    x = torch.randn(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        ref = sum(torch.softmax(net(x.flip(f)), 1).flip(f) for f in flips) / len(flips)
+    np.testing.assert_allclose(flip_tta(net, x, axes=axes).numpy(), ref.numpy(), atol=1e-6)
+    out = sliding_window_inference(
+        net, x, (8, 8, 8), tta=True, tta_axes=axes, output="probabilities"
+    )
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("axes", [[3], [-1], [True]])
+def test_tta_rejects_axes_that_are_not_spatial(axes):
+    with pytest.raises(ValueError, match="flip axes must be spatial axes in 0..2"):
+        flip_tta(small_net(3, k=2), torch.zeros(1, 1, 8, 8, 8), axes=axes)
+
+
+@pytest.mark.parametrize(
     "kwargs,match",
     [
         ({"overlap": 1.0}, "overlap"),
@@ -213,6 +240,20 @@ def test_predictor_matches_manual_pipeline(tmp_path):
         ref = torch.softmax(model(x), 1)[0].numpy()
     np.testing.assert_allclose(prob, ref, atol=1e-5)
     assert pred.labels(prob).dtype == bool  # binary 0/255 model
+
+
+@pytest.mark.parametrize(
+    "flip_axes, flips",
+    [(None, [(), (2,), (3,), (2, 3)]), ([1], [(), (3,)]), ([], [()])],
+)
+def test_predictor_tta_mirrors_the_axes_training_mirrored(tmp_path, flip_axes, flips):
+    model = make_ckpt(tmp_path / "run" / "best.safetensors", flip_axes=flip_axes)
+    pred = Predictor(tmp_path / "run", device="cpu", tta=True)
+    image = np.random.default_rng(1).integers(0, 255, (32, 32)).astype(np.uint8)
+    x = torch.from_numpy(normalize(image[None], "zscore", channel_axis=0))[None]
+    with torch.no_grad():
+        ref = sum(torch.softmax(model(x.flip(f)), 1).flip(f) for f in flips) / len(flips)
+    np.testing.assert_allclose(pred.predict(image), ref[0].numpy(), atol=1e-5)
 
 
 def test_predictor_run_folder_falls_back_to_last(tmp_path):

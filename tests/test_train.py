@@ -380,6 +380,24 @@ def test_augment_kwargs_reach_the_augmenter(augment, kwargs, expected):
     assert {k: getattr(aug, k) for k in expected} == expected
 
 
+@pytest.mark.parametrize(
+    ("augment", "kwargs", "flip_axes"),
+    [
+        ("default", {}, [0, 1]),
+        ("default", {"flip_axes": [1], "p_rot90": 0.0}, [1]),
+        ("light", {"p_flip": 0.0}, []),
+        ("none", {}, None),
+    ],
+)
+def test_checkpoint_records_the_mirrored_axes(augment, kwargs, flip_axes):
+    from segloc.engine.train import _checkpoint_extra
+
+    cfg = TrainConfig.from_dict(
+        {"data": "d", "epochs": 1, "augment": augment, "augment_kwargs": kwargs}
+    ).validate()
+    assert _checkpoint_extra(cfg, 2, 1, 2)["flip_axes"] == flip_axes
+
+
 def test_augment_kwargs_bad_value_stops_before_the_run(tmp_path):
     data = _disks(tmp_path / "d", n=4)
     cfg = _config(data, tmp_path / "run", augment_kwargs={"p_flip": 2.0})

@@ -119,24 +119,36 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _flips(ndim: int) -> list[tuple[int, ...]]:
-    """Every subset of the spatial axes of a ``(B, C, *spatial)`` tensor (the identity first)."""
-    axes = range(2, 2 + ndim)
-    return [c for r in range(ndim + 1) for c in itertools.combinations(axes, r)]
+def _flips(ndim: int, axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """Every subset of the spatial ``axes`` (default all) as dims of a ``(B, C, *spatial)``
+    tensor, the identity first."""
+    if axes is None:
+        axes = range(ndim)
+    if any(isinstance(a, bool) or not 0 <= int(a) < ndim for a in axes):
+        raise ValueError(f"flip axes must be spatial axes in 0..{ndim - 1}, got {list(axes)}")
+    dims = sorted({2 + int(a) for a in axes})
+    return [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
 
 
 def flip_tta(
-    model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, softmax: bool = True
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    softmax: bool = True,
+    axes: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Average of ``model`` over all flips of the spatial axes (2**ndim passes), flipped back.
+    """Average of ``model`` over all flips of the spatial ``axes`` (default all: 2**ndim
+    passes), flipped back.
 
-    ``x`` is ``(N, C, *spatial)``; runs without gradients.
+    ``x`` is ``(N, C, *spatial)``; runs without gradients. ``axes`` counts spatial axes from
+    0; a model trained with mirrors along some axes only (labels drawn with an offset along
+    the others) should be averaged over those.
 
     With ``softmax`` the class probabilities are averaged (nnU-Net's mirroring), otherwise the
     raw outputs.
     """
     total = None
-    flips = _flips(x.ndim - 2)
+    flips = _flips(x.ndim - 2, axes)
     with torch.no_grad():
         for dims in flips:
             xi = torch.flip(x, dims) if dims else x
@@ -161,6 +173,7 @@ def sliding_window_inference(
     tta: bool = False,
     progress: bool = False,
     output: str = "logits",
+    tta_axes: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Predict a whole image window by window and blend the windows with importance weights.
 
@@ -187,6 +200,8 @@ def sliding_window_inference(
     tta : bool, default False
         Average each window's prediction over all flips of its spatial axes
         (:func:`flip_tta`); with ``output="logits"`` the logits are averaged.
+    tta_axes : sequence of int, optional
+        The spatial axes ``tta`` mirrors (default all).
     progress : bool, default False
         Show a tqdm bar over window batches.
     output : {"logits", "probabilities"}
@@ -254,7 +269,7 @@ def sliding_window_inference(
 
     def one_batch(x: torch.Tensor) -> torch.Tensor:
         if tta:
-            return flip_tta(run, x, softmax=output == "probabilities")
+            return flip_tta(run, x, softmax=output == "probabilities", axes=tta_axes)
         y = run(x).float()
         return torch.softmax(y, dim=1) if output == "probabilities" else y
 
@@ -342,7 +357,9 @@ class Predictor:
         ``"onnx"`` exports the network to a temporary ONNX file and runs it with ONNX Runtime on
         the CPU (:class:`segloc.nn.export.OnnxPredictor`).
     overlap, batch_size, tta, mode, sigma_scale :
-        Passed to :func:`sliding_window_inference`.
+        Passed to :func:`sliding_window_inference`. ``tta`` mirrors the axes the checkpoint's
+        ``extra["flip_axes"]`` names (those training mirrored: none when it did not flip),
+        all axes when it names none (``None``, or a checkpoint from before it was recorded).
     progress : bool
         tqdm bar over windows.
 
@@ -396,6 +413,9 @@ class Predictor:
         self.label_mapping = extra.get("label_mapping")
         self.backend = backend
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
+        # the axes training mirrored (None: not recorded, all); TTA mirrors only those
+        flip_axes = extra.get("flip_axes")
+        self.tta_axes = None if flip_axes is None else tuple(int(a) for a in flip_axes)
         self.mode, self.sigma_scale, self.progress = mode, sigma_scale, progress
         self.network: nn.Module = load_model(self.path, device=self.device)
         self.valid_unet = getattr(self.network, "padding", None) == "valid"
@@ -491,6 +511,7 @@ class Predictor:
                 batch_size=self.batch_size,
                 device=self.device if self._onnx is None else "cpu",
                 tta=self.tta,
+                tta_axes=self.tta_axes,
                 progress=self.progress,
                 output="probabilities",
             )[0]
@@ -509,7 +530,7 @@ class Predictor:
             return torch.softmax(logits.float().cpu(), dim=1)
 
         if self.tta:
-            return flip_tta(one, t, softmax=False)[0]
+            return flip_tta(one, t, softmax=False, axes=self.tta_axes)[0]
         return one(t)[0]
 
     def labels(self, prob: np.ndarray) -> np.ndarray:

@@ -850,7 +850,18 @@ def _checkpoint_extra(cfg: TrainConfig, dims: int, channels: int, classes: int) 
         "target_spacing": cfg.target_spacing,
         "ignore_index": cfg.ignore_index,
         "label_mapping": "auto",
+        # what the model was taught to be mirror-invariant along: the Predictor's flip TTA
+        # averages over these axes only
+        "flip_axes": _flip_axes(cfg, dims),
     }
+
+
+def _flip_axes(cfg: TrainConfig, dims: int) -> list[int] | None:
+    """Spatial axes training mirrored; None when it did not augment (TTA then mirrors all)."""
+    aug = _augmenter(cfg, dims)
+    if aug is None:
+        return None
+    return [int(a) for a in aug.flip_axes] if aug.p_flip > 0 else []
 
 
 def _as_float(logits: torch.Tensor | Sequence[torch.Tensor]) -> Any:
