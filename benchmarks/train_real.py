@@ -241,6 +241,28 @@ def _errors_by_distance(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.bincount(np.clip(wrong, 1, 5) - 1, minlength=5).astype(float)
 
 
+SHIFTS = (-0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75)
+
+
+def _shifted_dice(prob: np.ndarray, truth: np.ndarray, margin: int = 4) -> dict:
+    """Dice of ``prob > 0.5`` against ``truth`` with ``prob`` moved by each of ``SHIFTS``
+    pixels along one axis at a time (linear interpolation), ``margin`` pixels of the border
+    left out; keys ``(axis, shift)``. A peak away from 0 means the truth is drawn off-centre
+    from where the model puts the boundaries."""
+    from scipy import ndimage as ndi
+
+    inner = tuple(slice(margin, -margin) for _ in range(truth.ndim))
+    t = truth[inner]
+    out = {}
+    for axis in range(truth.ndim):
+        for s in SHIFTS:
+            offset = [0.0] * truth.ndim
+            offset[axis] = s
+            p = (ndi.shift(prob, offset, order=1, mode="nearest") > 0.5)[inner]
+            out[(axis, s)] = 2 * float((p & t).sum()) / max(int(p.sum() + t.sum()), 1)
+    return out
+
+
 def _one_pixel(run: Path, data: Path) -> dict:
     """Dice of each validation case's foreground against itself eroded / dilated by one pixel.
 
@@ -300,11 +322,15 @@ def _score(
     profile = per_case and k == 2 and ignore is None
     # misclassified pixels 1, 2, 3, 4 and >= 5 pixels from the true boundary; all pixels
     by_distance, pixels = np.zeros(5), 0
+    # foreground Dice with the probabilities moved by a fraction of a pixel along each axis:
+    # is the truth drawn off-centre from where the model puts the boundaries?
+    moved: dict[tuple[int, float], list[float]] = {}
     for case in select_cases(data, run=run, split=split):
         image, meta = read_image(case.image)
         _, labels, _ = load_case(case)
         spacing = meta.spacing if len(meta.spacing) == predictor.dims else None
-        pred = predictor.predict(image, spacing=spacing).argmax(0)
+        prob = predictor.predict(image, spacing=spacing)
+        pred = prob.argmax(0)
         counts = confusion_counts(pred, labels, num_classes=k, ignore_index=ignore)
         valid = labels != ignore if ignore is not None else np.ones(labels.shape, bool)
         row = {
@@ -317,6 +343,8 @@ def _score(
         if profile:
             by_distance += _errors_by_distance(pred, labels)
             pixels += labels.size
+            for key, value in _shifted_dice(prob[1], labels > 0).items():
+                moved.setdefault(key, []).append(value)
         kept.append((image, labels, pred) if panel_dir is not None else None)
         conf = np.bincount(
             labels[valid].astype(np.int64) * k + pred[valid], minlength=k * k
@@ -348,6 +376,10 @@ def _score(
         out["errors 1/2/3/4/5+ px from the true boundary"] = [
             round(float(v), 3) for v in by_distance / by_distance.sum()
         ]
+        for axis in range(predictor.dims):
+            out[f"Dice with the probabilities moved along axis {axis} by -0.75..0.75 px"] = [
+                round(float(np.mean(v)), 4) for (a, _), v in sorted(moved.items()) if a == axis
+            ]
     if per_case:
         out["per case"] = {r["case"]: round(float(np.nanmean(r["dice"][1:])), 4) for r in rows}
     if panel_dir is not None:
