@@ -251,6 +251,8 @@ def _shifted_dice(prob: np.ndarray, truth: np.ndarray, margin: int = 4) -> dict:
     from where the model puts the boundaries."""
     from scipy import ndimage as ndi
 
+    from segloc.metrics import dice
+
     inner = tuple(slice(margin, -margin) for _ in range(truth.ndim))
     t = truth[inner]
     out = {}
@@ -259,7 +261,7 @@ def _shifted_dice(prob: np.ndarray, truth: np.ndarray, margin: int = 4) -> dict:
             offset = [0.0] * truth.ndim
             offset[axis] = s
             p = (ndi.shift(prob, offset, order=1, mode="nearest") > 0.5)[inner]
-            out[(axis, s)] = 2 * float((p & t).sum()) / max(int(p.sum() + t.sum()), 1)
+            out[(axis, s)] = float(dice(p, t))
     return out
 
 

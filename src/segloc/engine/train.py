@@ -753,13 +753,18 @@ def _survey(dataset: SegmentationDataset, ignore_index: int | None) -> tuple[int
     return dims, channels, top + 1, shapes
 
 
+def _largest_padded(shapes: list, depth: int) -> list[int]:
+    """The largest case along each axis, rounded up to a multiple of ``2**depth``."""
+    m = 2**depth
+    return [int(-(-n // m) * m) for n in np.max(np.array(shapes), axis=0)]
+
+
 def _default_patch(dims: int, shapes: list, depth: int) -> list[int]:
     m = 2**depth
     if dims == 2:
         smallest = np.min(np.array(shapes), axis=0)
         return [max(m, min(256, int(n) // m * m)) for n in smallest]
-    largest = np.max(np.array(shapes), axis=0)
-    return [int(-(-n // m) * m) for n in largest]
+    return _largest_padded(shapes, depth)
 
 
 # --------------------------------------------------------------------------- validation
@@ -969,7 +974,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     if any(p % 2**depth for p in cfg.patch):
         raise ValueError(f"patch {cfg.patch} must be divisible by 2**depth = {2**depth}")
     largest = [int(n) for n in np.max(np.array(shapes), axis=0)]
-    room = [-(-n // 2**depth) * 2**depth for n in largest]  # rounded up to 2**depth
+    room = _largest_padded(shapes, depth)
     if any(p > 2 * r for p, r in zip(cfg.patch, room, strict=True)):
         # more padding than image on that axis: costs memory and time (a 256^3 patch of a
         # small MRI set takes tens of GB) and teaches nothing. Some padding is fine (PH2's
