@@ -308,8 +308,12 @@ def _score(
     panel_dir: Path | None = None,
     split: str = "val",
     per_case: bool = False,
+    checkpoint: str = "best",
 ) -> dict:
     """Predict the ``split`` cases of ``run`` and compute the recipe's metric.
+
+    ``checkpoint`` names the run's weights: ``best`` (chosen on the validation split) or
+    ``last`` (the end of training).
 
     With ``per_case`` the result also maps each case to its mean foreground Dice, and for a
     binary recipe gives the misclassified pixels by their distance to the true boundary.
@@ -321,7 +325,9 @@ def _score(
     from segloc.metrics import confusion_counts, dice_from_counts
     from segloc.viz import comparison_panel
 
-    predictor = Predictor(run, device="cpu", tta=tta, overlap=0.5, batch_size=4)
+    predictor = Predictor(
+        run / f"{checkpoint}.safetensors", device="cpu", tta=tta, overlap=0.5, batch_size=4
+    )
     ignore = recipe["train"].get("ignore_index")
     k = predictor.num_classes
     rows, total, kept = [], None, []
@@ -575,6 +581,12 @@ def main(argv: list[str] | None = None) -> int:
         help="train nothing: score the run this recipe left in --work on its training or "
         "validation cases, without TTA (how well does the model fit what it saw?)",
     )
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="with --rescore: the weights to score (last: the end of training)",
+    )
     parser.add_argument("--part", choices=("segloc", "monai"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rescore:
@@ -583,8 +595,19 @@ def main(argv: list[str] | None = None) -> int:
         if not (run / "split.json").is_file():
             parser.error(f"{run}: no finished run of {args.name} here (train it first)")
         data = DATA / recipe["folder"]
-        scores = _score(run, data, recipe, tta=False, split=args.rescore, per_case=True)
-        print(f"{args.name} ({run}), {args.rescore} cases, no TTA: {json.dumps(scores)}")
+        scores = _score(
+            run,
+            data,
+            recipe,
+            tta=False,
+            split=args.rescore,
+            per_case=True,
+            checkpoint=args.checkpoint,
+        )
+        print(
+            f"{args.name} ({run}, {args.checkpoint} checkpoint), {args.rescore} cases, no TTA: "
+            f"{json.dumps(scores)}"
+        )
         # the yardstick merges every foreground class: it means something for binary recipes
         if len(recipe["classes_named"]) == 1 and "ignore_index" not in recipe["train"]:
             moved = _one_pixel(run, data)
