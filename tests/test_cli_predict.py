@@ -259,6 +259,45 @@ def test_evaluate_model_scores_match_hand_dice(tmp_path):
     assert [r["case"] for r in read_csv(out2 / "per_case.csv")][:2] == ["c2", "c3"]
 
 
+def test_predict_and_evaluate_an_ensemble_of_runs(tmp_path, capsys):
+    data = squares_dataset(tmp_path / "ds", n=4)
+    runs = [
+        make_run(tmp_path / f"run{i}", seed=i, split={"train": ["c0", "c1"], "val": ["c2", "c3"]})
+        for i in range(2)
+    ]
+    models = [a for r in runs for a in ("--model", str(r))]
+    out = tmp_path / "out"
+    assert (
+        main(["predict", *models, str(data / "images"), "-o", str(out), "-q", "--probabilities"])
+        == 0
+    )
+    assert (
+        f"({runs[0] / 'best.safetensors'}, {runs[1] / 'best.safetensors'})"
+        in capsys.readouterr().out
+    )
+    members = [Predictor(r, device="cpu") for r in runs]
+    hand = {}
+    for i in range(4):
+        image, _ = io.read_image(data / "images" / f"c{i}.png")
+        mean = (members[0].predict(image) + members[1].predict(image)) / 2
+        np.testing.assert_allclose(np.load(out / f"c{i}_prob.npy"), mean, atol=1e-6)
+        mask = io.read_image(out / f"c{i}.png")[0] == 255
+        np.testing.assert_array_equal(mask, mean.argmax(0) == 1)
+        hand[f"c{i}"] = dice(mask, io.read_image(data / "labels" / f"c{i}.png")[0] == 255)
+    ev = tmp_path / "ev"
+    argv = ["evaluate", *models, "--data", str(data), "--split", "val", "-o", str(ev), "-q"]
+    assert main([*argv, "--no-surface"]) == 0
+    rows = {r["case"]: r for r in read_csv(ev / "per_case.csv")}
+    for case in ("c2", "c3"):
+        assert float(rows[case]["dice_1"]) == pytest.approx(hand[case], abs=1e-5)
+    # a model of another task is refused before anything is written
+    make_run(tmp_path / "run3", classes=3)
+    bad = tmp_path / "bad"
+    argv = ["predict", *models, "--model", str(tmp_path / "run3"), str(data / "images")]
+    assert main([*argv, "-o", str(bad), "-q"]) == 2
+    assert "num_classes 3 differs" in capsys.readouterr().err and not bad.exists()
+
+
 EVALUATE = ["evaluate", "--model", "{run}", "-o", "{tmp}/ev"]
 COMPARE = ["compare", "--methods", "otsu,unet:{run}", "-o", "{tmp}/cmp"]
 

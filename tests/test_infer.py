@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from segloc.engine.data import normalize, resample
 from segloc.engine.infer import (
+    Ensemble,
     Predictor,
     flip_tta,
     gaussian_importance,
@@ -254,6 +255,47 @@ def test_predictor_tta_mirrors_the_axes_training_mirrored(tmp_path, flip_axes, f
     with torch.no_grad():
         ref = sum(torch.softmax(model(x.flip(f)), 1).flip(f) for f in flips) / len(flips)
     np.testing.assert_allclose(pred.predict(image), ref[0].numpy(), atol=1e-5)
+
+
+def test_ensemble_averages_the_members_softmax(tmp_path):
+    models = [make_ckpt(tmp_path / f"m{i}.safetensors", seed=i) for i in range(3)]
+    members = [Predictor(tmp_path / f"m{i}.safetensors", device="cpu") for i in range(3)]
+    image = np.random.default_rng(2).integers(0, 255, (32, 32)).astype(np.uint8)  # one window
+    x = torch.from_numpy(normalize(image[None], "zscore", channel_axis=0))[None]
+    with torch.no_grad():  # oracle: the three networks' soft-max averaged by hand
+        ref = sum(torch.softmax(m(x), 1)[0] for m in models).numpy() / 3
+    ens = Ensemble(members)
+    prob = ens.predict(image)
+    np.testing.assert_allclose(prob, ref, atol=1e-5)
+    assert prob.dtype == np.float32
+    assert not np.allclose(prob, members[0].predict(image), atol=1e-3)  # the members differ
+    np.testing.assert_allclose(Ensemble(members[:1]).predict(image), members[0].predict(image))
+    assert ens.binary and ens.labels(prob).dtype == bool
+    assert ens.paths == [tmp_path / f"m{i}.safetensors" for i in range(3)]
+    assert members[0].paths == [tmp_path / "m0.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "model_kw, kw, needle",
+    [
+        ({"num_classes": 3}, {"num_classes": 3}, "num_classes 3 differs from .*a.safetensors's 2"),
+        ({"in_channels": 3}, {"in_channels": 3}, "in_channels 3 differs"),
+        ({}, {"label_mapping": None}, "label_mapping None differs"),
+        ({}, {"ignore_index": 255}, "ignore_index 255 differs"),
+    ],
+)
+def test_ensemble_refuses_models_of_another_task(tmp_path, model_kw, kw, needle):
+    make_ckpt(tmp_path / "a.safetensors")
+    make_ckpt(tmp_path / "b.safetensors", model_kw=model_kw, **kw)
+    members = [Predictor(tmp_path / f"{n}.safetensors", device="cpu") for n in "ab"]
+    with pytest.raises(ValueError, match=needle) as err:
+        Ensemble(members)
+    assert "b.safetensors" in str(err.value)
+
+
+def test_ensemble_needs_a_member():
+    with pytest.raises(ValueError, match="at least one predictor"):
+        Ensemble([])
 
 
 def test_predictor_run_folder_falls_back_to_last(tmp_path):

@@ -228,17 +228,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # -- predict, evaluate --model, compare (deep models on files and datasets) ------------------
 
 
-def _predictor(args: argparse.Namespace, model: str):
-    from segloc.engine.infer import Predictor
+def _predictor(args: argparse.Namespace, models: str | Sequence[str]):
+    """A Predictor for one model, the Ensemble of several (``--model`` given more than once)."""
+    from segloc.engine.infer import Ensemble, Predictor
 
-    return Predictor(
-        model,
-        device=args.device,
-        backend=getattr(args, "backend", "torch"),
-        overlap=args.overlap,
-        batch_size=args.batch,
-        tta=args.tta,
-    )
+    members = [
+        Predictor(
+            model,
+            device=args.device,
+            backend=getattr(args, "backend", "torch"),
+            overlap=args.overlap,
+            batch_size=args.batch,
+            tta=args.tta,
+        )
+        for model in ([models] if isinstance(models, str) else models)
+    ]
+    return members[0] if len(members) == 1 else Ensemble(members)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -254,7 +259,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         boxes=args.boxes,
         progress=not args.quiet,
     )
-    print(f"{len(written)} file(s) written to {args.output} ({predictor.path})")
+    print(
+        f"{len(written)} file(s) written to {args.output} ({', '.join(map(str, predictor.paths))})"
+    )
     return 0
 
 
@@ -295,9 +302,11 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     if args.output is None:
         raise UsageError("-o/--output (a folder) is required with --model")
     split = "val" if args.val_only else args.split
-    run = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
-    cases = select_cases(args.data, run=run, split=split)
-    _note_trained_on(cases, run)
+    runs = [Path(m) if Path(m).is_dir() else Path(m).parent for m in args.model]
+    # several models: the first one's split.json picks the cases; each notes its own
+    cases = select_cases(args.data, run=runs[0], split=split)
+    for run in runs:
+        _note_trained_on(cases, run)
     predictor = _predictor(args, args.model)
     result, kept = score_cases(
         model_segmenter(predictor),
@@ -1085,7 +1094,12 @@ def build_parser() -> argparse.ArgumentParser:
         "predict every case of DIR with a trained model and score it; writes per_case.csv, "
         "per_case.json and best.png / worst.png panels to -o",
     )
-    g.add_argument("--model", help="run folder (best.safetensors) or checkpoint file")
+    g.add_argument(
+        "--model",
+        action="append",
+        help="run folder (best.safetensors) or checkpoint file; repeat it to score the "
+        "ensemble (mean probabilities) of several",
+    )
     g.add_argument("--data", help="dataset folder (images/ + labels/ or masks/)")
     g.add_argument(
         "--split",
@@ -1108,7 +1122,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("--model", required=True, help="run folder or checkpoint file")
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="run folder or checkpoint file; repeat it to average the class probabilities of "
+        "several models (an ensemble, as nnU-Net's folds)",
+    )
     p.add_argument("-o", "--output", required=True, help="output folder")
     _add_inference_options(p, backend=True)
     p.add_argument(

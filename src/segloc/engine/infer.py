@@ -7,6 +7,7 @@ in one output array and one weight map (windows are batched and never all held a
 :class:`Predictor` wraps a training checkpoint: it reads the checkpoint's preprocessing
 (normalisation, target spacing, patch size) and turns an image as read from disk into class
 probabilities on the input grid.
+:class:`Ensemble` averages the probabilities of several predictors.
 
 Window placement is MONAI's [2]_: windows start every ``int(patch * (1 - overlap))`` pixels
 and the last one is moved back to end at the image border; inputs smaller than the patch are
@@ -42,6 +43,7 @@ from segloc.nn.checkpoint import CheckpointError, load_checkpoint, load_model
 from segloc.nn.fast import optimize_for_inference
 
 __all__ = [
+    "Ensemble",
     "Predictor",
     "expand_inputs",
     "flip_tta",
@@ -341,7 +343,38 @@ def _zoom_to(prob: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
-class Predictor:
+class _Probabilities:
+    """What a predictor derives from its ``predict``: labels, files, the binary flag."""
+
+    num_classes: int
+    label_mapping: str | None
+    dims: int
+
+    def predict(self, image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def binary(self) -> bool:
+        """True when the model's two classes stand for a 0/255 (or 0/1) mask."""
+        return self.num_classes == 2 and self.label_mapping == "auto"
+
+    def labels(self, prob: np.ndarray) -> np.ndarray:
+        """Label map from probabilities: a bool mask for binary models, else int32 classes."""
+        lab = np.argmax(prob, axis=0)
+        return lab.astype(bool) if self.binary else lab.astype(np.int32)
+
+    def predict_file(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, ImageMeta]:
+        """Read ``path`` and predict it: ``(labels, probabilities (K, *spatial), meta)``."""
+        image, meta = read_image(path)
+        spacing = meta.spacing if len(meta.spacing) == self.dims else None
+        try:
+            prob = self.predict(image, spacing=spacing)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        return self.labels(prob), prob, meta
+
+
+class Predictor(_Probabilities):
     """Class probabilities for images as read from disk, from a segloc training checkpoint.
 
     Parameters
@@ -446,9 +479,9 @@ class Predictor:
         return predictor
 
     @property
-    def binary(self) -> bool:
-        """True when the model's two classes stand for a 0/255 (or 0/1) mask."""
-        return self.num_classes == 2 and self.label_mapping == "auto"
+    def paths(self) -> list[Path]:
+        """The checkpoint file, as a list (an :class:`Ensemble` has several)."""
+        return [self.path]
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         if self._onnx is not None:
@@ -533,26 +566,68 @@ class Predictor:
             return flip_tta(one, t, softmax=False, axes=self.tta_axes)[0]
         return one(t)[0]
 
-    def labels(self, prob: np.ndarray) -> np.ndarray:
-        """Label map from probabilities: a bool mask for binary models, else int32 classes."""
-        lab = np.argmax(prob, axis=0)
-        return lab.astype(bool) if self.binary else lab.astype(np.int32)
-
-    def predict_file(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, ImageMeta]:
-        """Read ``path`` and predict it: ``(labels, probabilities (K, *spatial), meta)``."""
-        image, meta = read_image(path)
-        spacing = meta.spacing if len(meta.spacing) == self.dims else None
-        try:
-            prob = self.predict(image, spacing=spacing)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-        return self.labels(prob), prob, meta
-
     def __repr__(self) -> str:
         return (
             f"Predictor({str(self.path)!r}, model={self.model_name!r}, dims={self.dims}, "
             f"classes={self.num_classes}, patch={self.patch_size}, backend={self.backend!r})"
         )
+
+
+class Ensemble(_Probabilities):
+    """The mean of several predictors' class probabilities (nnU-Net ensembles its folds so).
+
+    Each member predicts the image with its own preprocessing (normalisation, spacing,
+    patch, TTA); the soft-max outputs, all on the input's grid, are averaged.
+
+    Parameters
+    ----------
+    predictors : sequence of Predictor
+        At least one; all for the same task: the same ``dims``, ``in_channels``,
+        ``num_classes``, ``label_mapping`` and ``ignore_index``.
+
+    Raises
+    ------
+    ValueError
+        No predictor, or two that disagree on the task (the message names both checkpoints).
+
+    References
+    ----------
+    .. [1] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`
+       (the average of the five cross-validation models' soft-max outputs).
+    """
+
+    def __init__(self, predictors: Sequence[Predictor]) -> None:
+        self.members = list(predictors)
+        if not self.members:
+            raise ValueError("an ensemble needs at least one predictor")
+        first = self.members[0]
+        for other in self.members[1:]:
+            for name in ("dims", "in_channels", "num_classes", "label_mapping"):
+                a, b = getattr(first, name), getattr(other, name)
+                if a != b:
+                    raise ValueError(
+                        f"{other.path}: {name} {b!r} differs from {first.path}'s {a!r}; "
+                        "an ensemble averages models of one task"
+                    )
+            a, b = first.extra.get("ignore_index"), other.extra.get("ignore_index")
+            if a != b:
+                raise ValueError(
+                    f"{other.path}: ignore_index {b!r} differs from {first.path}'s {a!r}"
+                )
+        self.dims, self.in_channels = first.dims, first.in_channels
+        self.num_classes, self.label_mapping = first.num_classes, first.label_mapping
+        self.extra = first.extra
+        self.paths = [m.path for m in self.members]
+
+    def predict(self, image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+        """Mean class probabilities ``(K, *spatial)`` float32; see :meth:`Predictor.predict`."""
+        total = self.members[0].predict(image, spacing=spacing)
+        for member in self.members[1:]:
+            total += member.predict(image, spacing=spacing)
+        return total / np.float32(len(self.members))
+
+    def __repr__(self) -> str:
+        return f"Ensemble({[str(p) for p in self.paths]!r}, classes={self.num_classes})"
 
 
 # --------------------------------------------------------------------------- files
@@ -631,7 +706,7 @@ def _detections(prob: np.ndarray, binary: bool) -> list[dict]:
 
 
 def predict_to_folder(
-    predictor: Predictor,
+    predictor: Predictor | Ensemble,
     inputs: Sequence[str | os.PathLike],
     outdir: str | os.PathLike,
     *,
