@@ -390,12 +390,12 @@ def test_augment_kwargs_reach_the_augmenter(augment, kwargs, expected):
     ],
 )
 def test_checkpoint_records_the_mirrored_axes(augment, kwargs, flip_axes):
-    from segloc.engine.train import _checkpoint_extra
+    from segloc.engine.train import _augmenter, _checkpoint_extra
 
     cfg = TrainConfig.from_dict(
         {"data": "d", "epochs": 1, "augment": augment, "augment_kwargs": kwargs}
     ).validate()
-    assert _checkpoint_extra(cfg, 2, 1, 2)["flip_axes"] == flip_axes
+    assert _checkpoint_extra(cfg, 2, 1, 2, _augmenter(cfg, 2))["flip_axes"] == flip_axes
 
 
 def test_augment_kwargs_bad_value_stops_before_the_run(tmp_path):

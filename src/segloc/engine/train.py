@@ -845,7 +845,9 @@ def _quiet_nanmean() -> Iterator[None]:
 # --------------------------------------------------------------------------- training
 
 
-def _checkpoint_extra(cfg: TrainConfig, dims: int, channels: int, classes: int) -> dict[str, Any]:
+def _checkpoint_extra(
+    cfg: TrainConfig, dims: int, channels: int, classes: int, augmenter: Augmenter | None
+) -> dict[str, Any]:
     return {
         "dims": dims,
         "in_channels": channels,
@@ -857,13 +859,12 @@ def _checkpoint_extra(cfg: TrainConfig, dims: int, channels: int, classes: int) 
         "label_mapping": "auto",
         # what the model was taught to be mirror-invariant along: the Predictor's flip TTA
         # averages over these axes only
-        "flip_axes": _flip_axes(cfg, dims),
+        "flip_axes": _flip_axes(augmenter),
     }
 
 
-def _flip_axes(cfg: TrainConfig, dims: int) -> list[int] | None:
+def _flip_axes(aug: Augmenter | None) -> list[int] | None:
     """Spatial axes training mirrored; None when it did not augment (TTA then mirrors all)."""
-    aug = _augmenter(cfg, dims)
     if aug is None:
         return None
     return [int(a) for a in aug.flip_axes] if aug.p_flip > 0 else []
@@ -988,10 +989,11 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         cfg.lr = 0.01 if cfg.optimizer == "sgd" else 1e-3
     budget = parse_duration(cfg.time_budget) if cfg.time_budget is not None else None
 
+    augmenter = _augmenter(cfg, dims)
     train_dataset = SegmentationDataset(
         train_cases,
         patch_size=cfg.patch,
-        augment=_augmenter(cfg, dims),
+        augment=augmenter,
         samples_per_epoch=cfg.samples_per_epoch,
         foreground_fraction=cfg.foreground_fraction,
         pixel_weight=_weight_map(cfg),
@@ -1063,7 +1065,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         drop_last=len(train_dataset) // dist.world >= cfg.batch,
         pin_memory=device.type == "cuda",
     )
-    extra = _checkpoint_extra(cfg, dims, channels, cfg.classes)
+    extra = _checkpoint_extra(cfg, dims, channels, cfg.classes, augmenter)
     if dist.main:
         import yaml
 
