@@ -277,6 +277,12 @@ def _print_table(rows: Sequence[dict], key: str) -> None:
         print(f"{row[key]!s:<{width}}  " + "  ".join(cells))
 
 
+def _run_folder(model: str) -> Path:
+    """The run folder of a ``--model`` argument: the folder itself, or a checkpoint's folder."""
+    path = Path(model)
+    return path if path.is_dir() else path.parent
+
+
 def _note_trained_on(cases: list, run: Path | None) -> None:
     """Warn on stderr when scored cases trained the model: their scores measure the fit."""
     from segloc.evaluate import trained_on
@@ -302,7 +308,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     if args.output is None:
         raise UsageError("-o/--output (a folder) is required with --model")
     split = "val" if args.val_only else args.split
-    runs = [Path(m) if Path(m).is_dir() else Path(m).parent for m in args.model]
+    runs = [_run_folder(m) for m in args.model]
     # several models: the first one's split.json picks the cases; each notes its own
     cases = select_cases(args.data, run=runs[0], split=split)
     for run in runs:
@@ -377,8 +383,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("--split needs a NAME:RUN method (its run folder holds split.json)")
     run = None
     if predictors:
-        first = Path(next(s.split(":", 1)[1] for s in specs if ":" in s))
-        run = first if first.is_dir() else first.parent
+        run = _run_folder(next(s.split(":", 1)[1] for s in specs if ":" in s))
     cases = select_cases(args.data, run=run, split=args.split)
     _note_trained_on(cases, run)
     methods = [
