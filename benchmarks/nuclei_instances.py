@@ -6,7 +6,7 @@
 Data: ``dsb2018_nuclei/images/img2d.tif`` (uint16 fluorescence) and ``masks/img2d.tif`` (125
 instances), from the 2018 Data Science Bowl (Caicedo et al. 2019). Pipeline: Gaussian smoothing
 (``--sigma``), Otsu threshold (segloc.classical.threshold), hole filling, then
-segloc.localize.detect.instances_from_probability (distance-transform watershed) or plain
+segloc.instances.instances_from_probability (distance-transform watershed) or plain
 connected components. Prints instance precision, recall, F1 at IoU 0.5
 (segloc.detection_metrics.matched_f1) and panoptic quality.
 
@@ -26,8 +26,8 @@ from scipy import ndimage as ndi
 
 from segloc.classical.threshold import threshold_otsu
 from segloc.detection_metrics import matched_f1, panoptic_quality
+from segloc.instances import instances_from_probability
 from segloc.io import read_image, read_mask
-from segloc.localize.detect import instances_from_probability
 from segloc.masks import fill_holes
 
 DEFAULT_DATA = os.environ.get(

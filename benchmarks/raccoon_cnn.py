@@ -34,16 +34,15 @@ import numpy as np
 import torch
 
 from segloc.boxes import box_area, box_iou
+from segloc.coco import box_to_coco
 from segloc.detection_metrics import evaluate_detections
+from segloc.localize.annotations import read_box_dataset, split_records
 from segloc.localize.cnn import (
     _load_images,
     evaluate_localizer,
     load_localizer,
-    read_box_records,
-    split_records,
     train_localizer,
 )
-from segloc.masks import box_to_coco
 
 DEFAULT_DATA = os.environ.get(
     "SEGLOC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ).stdout.strip()  # fmt: skip
     data = Path(args.data) / "raccoon"
 
-    records = read_box_records(data)
+    records = read_box_dataset(data)
     train, val = split_records(records, val_fraction=0.2, seed=args.seed)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="raccoon_cnn_")) / "run"
     t0 = time.perf_counter()

@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import resize
 
+from segloc.coco import box_to_coco, coco_results
 from segloc.detection_metrics import evaluate_detections
 from segloc.engine.data import split_cases
 from segloc.io import read_image
 from segloc.localize.annotations import read_voc_folder
 from segloc.localize.rcnn import ProposalDetector
 from segloc.localize.sliding_window import HogSvmDetector
-from segloc.masks import box_to_coco, coco_results
 
 DEFAULT_DATA = os.environ.get(
     "SEGLOC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")

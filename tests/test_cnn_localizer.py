@@ -13,12 +13,12 @@ from safetensors import safe_open
 from segloc.boxes import box_iou, generalized_box_iou
 from segloc.engine.data import BoxDataset, split_cases
 from segloc.io import write_image
+from segloc.localize.annotations import read_box_dataset
 from segloc.localize.cnn import (
     BoxLocalizer,
     load_localizer,
     localization_loss,
     localize_cnn,
-    read_box_records,
     save_localizer,
     train_localizer,
 )
@@ -343,8 +343,8 @@ def test_train_needs_epochs_or_budget(box_folder, tmp_path):
         train_localizer(box_folder, tmp_path / "x", **TINY)
 
 
-def test_read_box_records_from_csv_is_sorted(box_folder):
-    names = [r["image_path"].name for r in read_box_records(box_folder)]
+def test_read_box_dataset_from_csv_is_sorted(box_folder):
+    names = [r["image_path"].name for r in read_box_dataset(box_folder)]
     assert names == sorted(names) and len(names) == 10
 
 

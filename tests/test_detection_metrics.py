@@ -18,14 +18,14 @@ import pytest
 from scipy import ndimage as ndi
 
 from segloc import detection_metrics as DM
-from segloc.masks import (
+from segloc.coco import (
     box_to_coco,
     coco_dataset,
     coco_results,
-    instance_boxes,
     masks_to_coco_annotations,
     voc_to_box,
 )
+from segloc.instances import instance_boxes
 
 DATA = Path(
     os.environ.get("SEGLOC_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")

@@ -8,10 +8,10 @@ from skimage.draw import disk
 from skimage.measure import label, regionprops
 
 from segloc.boxes import box_iou
+from segloc.coco import box_to_coco, coco_results
 from segloc.detection_metrics import evaluate_detections
 from segloc.localize.rcnn import ProposalDetector, apply_regression, regression_targets
 from segloc.localize.sliding_window import HogSvmDetector
-from segloc.masks import box_to_coco, coco_results
 
 
 def scene(rng, *, square=True, size=96):

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+ANY_NDIM = range(1, 33)  # NumPy's own limit; "any array that is not a scalar"
+INT32_MAX = np.iinfo(np.int32).max
+
 
 def check_image(
     image: Any,
@@ -148,3 +151,55 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -> Pat
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def preview_values(values: np.ndarray, limit: int = 10) -> str:
+    """Short list of values for error messages (large masks have many)."""
+    shown = values[:limit].tolist()
+    return f"{shown}{' ...' if values.size > limit else ''}"
+
+
+def check_mask(mask: Any, *, name: str = "mask", ndim: Iterable[int] = ANY_NDIM) -> np.ndarray:
+    """bool array from a bool mask or a 0/1 or 0/255 numeric one; anything else is an error."""
+    arr = check_image(mask, name=name, ndim=ndim, allow_empty=True)
+    if arr.dtype == np.bool_:
+        return arr
+    values = np.unique(arr)
+    # {0}, {1}, {0, 1}, {255}, {0, 255}: an all-ones 0/1 mask and an all-255 one are both "full"
+    if np.isin(values, (0, 1)).all() or np.isin(values, (0, 255)).all():
+        return arr != 0
+    raise ValueError(
+        f"{name} must hold only 0/1 or 0/255 values, got values {preview_values(values)}"
+    )
+
+
+def check_labels(
+    labels: Any, *, name: str = "labels", ndim: Iterable[int] = ANY_NDIM
+) -> np.ndarray:
+    """int32 label map from bool (True = 1), integer or integral-float input; no negatives."""
+    arr = check_image(labels, name=name, ndim=ndim, allow_empty=True)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int32)
+    if np.issubdtype(arr.dtype, np.floating):
+        # NIfTI label volumes are often stored as float32 (MSD hippocampus): accept exact integers
+        if arr.size and not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{name} must hold integer values, got non-integer floats")
+    if arr.size:
+        lo, hi = arr.min(), arr.max()
+        if lo < 0:
+            raise ValueError(f"{name} must be >= 0, got minimum {lo}")
+        if hi > INT32_MAX:
+            raise ValueError(f"{name} must fit in int32 (<= {INT32_MAX}), got maximum {hi}")
+    return arr.astype(np.int32, copy=False)
+
+
+def check_classes(classes: Any, *, name: str = "classes") -> list[int]:
+    """Sorted, duplicate-free list of non-negative class ids."""
+    out = []
+    for c in np.atleast_1d(np.asarray(list(classes))).tolist():
+        if isinstance(c, bool) or not isinstance(c, int):
+            raise TypeError(f"{name} must hold integers, got {c!r}")
+        if c < 0:
+            raise ValueError(f"{name} must be >= 0, got {c}")
+        out.append(c)
+    return sorted(set(out))

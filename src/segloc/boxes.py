@@ -39,6 +39,7 @@ from segloc._validation import check_choice, check_positive
 __all__ = [
     "FORMATS_2D",
     "FORMATS_3D",
+    "check_box",
     "check_boxes",
     "convert",
     "box_area",
@@ -103,6 +104,20 @@ def _check_order(b: Any, torch: Any, name: str) -> None:
         raise ValueError(
             f"{name}[{i}] must have x1 >= x0, y1 >= y0 (and z1 >= z0), got {b[i].tolist()}"
         )
+
+
+def check_box(box: Any, *, name: str = "box", sizes: Sequence[int] = (4, 6)) -> np.ndarray:
+    """One box as float64 (4 values in 2D, 6 in 3D), finite, with max corner >= min corner."""
+    arr = np.asarray(box, dtype=np.float64)
+    if arr.ndim != 1 or arr.size not in sizes:
+        want = " or ".join(str(s) for s in sizes)
+        raise ValueError(f"{name} must have {want} values, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+    half = arr.size // 2
+    if (arr[half:] < arr[:half]).any():
+        raise ValueError(f"{name} must have x1 >= x0, y1 >= y0 (and z1 >= z0), got {arr.tolist()}")
+    return arr
 
 
 def check_boxes(boxes: Any, *, name: str = "boxes") -> Any:

@@ -158,16 +158,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 raise UsageError("--invert applies to binary methods only")
             result = ~result
         if result.dtype == np.bool_:
-            if args.open:
-                result = masks.opening(result, radius=args.open)
-            if args.close:
-                result = masks.closing(result, radius=args.close)
-            if args.fill_holes:
-                result = masks.fill_holes(result)
-            if args.min_size:
-                result = masks.remove_small_objects(result, args.min_size)
-            if args.keep_largest:
-                result = masks.keep_largest(result)
+            result = masks.clean_mask(
+                result,
+                open_radius=args.open,
+                close_radius=args.close,
+                fill=args.fill_holes,
+                min_size=args.min_size,
+                largest=args.keep_largest,
+            )
         results.append((image, meta, result))
     for i, (image, meta, result) in enumerate(results):
         io.write_mask(outs[i], result, meta=meta)
@@ -412,20 +410,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_boxes(args: argparse.Namespace) -> int:
-    from segloc import io, masks
+    from segloc import coco, instances, io
     from segloc._validation import atomic_path
 
     path = Path(args.mask)
     labels, meta = io.read_mask(path, kind=args.kind)
-    objects = masks.mask_to_boxes(labels.astype(np.int32), connectivity=args.connectivity)
+    objects = instances.mask_to_boxes(labels.astype(np.int32), connectivity=args.connectivity)
     doc = {
         "image": str(path),
         "shape": list(labels.shape),
         "box_format": "xyxy" if labels.ndim == 2 else "xyzxyz",
         "convention": "half-open pixel edges; x = column, y = row, z = slice",
         "objects": [
-            {**o, "bbox": masks.box_to_coco(o["box"]) if labels.ndim == 2 else None}
-            for o in objects
+            {**o, "bbox": coco.box_to_coco(o["box"]) if labels.ndim == 2 else None} for o in objects
         ],
     }
     text = json.dumps(doc, indent=2)
@@ -442,17 +439,6 @@ def cmd_boxes(args: argparse.Namespace) -> int:
 
 LOCALIZE_METHODS = ("sliding-window", "proposals", "from-mask", "cnn")
 DETECTOR_METHODS = ("hog-svm", "proposals", "cnn")
-
-
-def _read_box_dataset(folder: Path) -> list[dict]:
-    """Box records of DIR: ``annotations/*.xml`` (VOC) or ``labels.csv``, beside ``images/``."""
-    from segloc.localize.annotations import read_box_csv, read_voc_folder
-
-    if (folder / "annotations").is_dir():
-        return read_voc_folder(folder)
-    if (folder / "labels.csv").is_file():
-        return read_box_csv(folder / "labels.csv", image_folder=folder / "images")
-    raise UsageError(f"{folder}: must hold annotations/*.xml or labels.csv beside images/")
 
 
 def _shrink(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
@@ -502,7 +488,7 @@ def _localize_one(args: argparse.Namespace, model, image: np.ndarray, mask_path:
         return boxes / f, scores, np.zeros(len(boxes), np.int64)
     if method == "from-mask":
         from segloc import io
-        from segloc.localize.detect import instances_from_probability, score_instances
+        from segloc.instances import instances_from_probability, score_instances
 
         if mask_path is not None:
             fg, _ = io.read_mask(mask_path)
@@ -572,7 +558,7 @@ def _load_localize_model(args: argparse.Namespace) -> tuple[object, list[str]]:
 def cmd_localize(args: argparse.Namespace) -> int:
     from segloc import io, viz
     from segloc._validation import atomic_path
-    from segloc.masks import coco_results
+    from segloc.coco import coco_results
 
     images = [Path(p) for p in args.images]
     if args.mask is not None:
@@ -635,7 +621,7 @@ def cmd_localize(args: argparse.Namespace) -> int:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
-    from segloc.engine.data import split_cases
+    from segloc.localize.annotations import read_box_dataset, split_records
 
     data = Path(args.data)
     if not data.is_dir():
@@ -659,16 +645,14 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
         return 0
     from segloc import io
 
-    records = _read_box_dataset(data)
-    by_stem = {r["image_path"].stem: r for r in records}
-    train, val = split_cases(sorted(by_stem), val_fraction=args.val_fraction, seed=args.seed)
-    train = [by_stem[s] for s in train]
+    records = read_box_dataset(data)
+    train, val = split_records(records, val_fraction=args.val_fraction, seed=args.seed)
     images = [io.read_image(r["image_path"])[0] for r in train]
     images = [im[..., :3] if im.ndim == 3 else im for im in images]
     classes = sorted({c for r in train for c in r["classes"]})
     meta = {
         "data": str(data),
-        "held_out": sorted(val),
+        "held_out": sorted(r["image_path"].stem for r in val),
         "val_fraction": args.val_fraction,
         "seed": args.seed,
     }
@@ -713,108 +697,22 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     return 0
 
 
-def _truth_dataset(path: Path) -> dict:
-    """COCO dataset of a truth file: COCO JSON, a folder of VOC XML files, or a box CSV."""
-    from segloc.localize.annotations import read_box_csv, read_voc_xml
-
-    if path.is_dir():
-        folder = path / "annotations" if (path / "annotations").is_dir() else path
-        files = sorted(folder.glob("*.xml"))
-        if not files:
-            raise ValueError(f"{path}: must hold VOC .xml files, got none")
-        records = [read_voc_xml(f) for f in files]
-    elif path.suffix.lower() == ".csv":
-        records = read_box_csv(path)
-    elif path.suffix.lower() == ".json":
-        try:
-            truth = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(truth, dict) or not all(
-            k in truth for k in ("images", "annotations", "categories")
-        ):
-            raise ValueError(f"{path}: must be a COCO dataset with images, annotations, categories")
-        return truth
-    else:
-        raise ValueError(f"{path}: truth must be a COCO .json, a VOC XML folder or a .csv")
-    records = sorted(records, key=lambda r: r["image_path"].name)
-    classes = sorted({c for r in records for c in r["classes"]})
-    truth = {
-        "images": [],
-        "annotations": [],
-        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)],
-    }
-    for k, r in enumerate(records, start=1):
-        truth["images"].append(
-            {"id": k, "file_name": r["image_path"].name, "height": r["height"], "width": r["width"]}
-        )
-        for box, c, diff in zip(r["boxes"], r["classes"], r["difficult"], strict=True):
-            x0, y0, x1, y1 = (float(v) for v in box)
-            truth["annotations"].append(
-                {
-                    "id": len(truth["annotations"]) + 1,
-                    "image_id": k,
-                    "category_id": classes.index(c) + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": int(bool(diff)),
-                }
-            )
-    return truth
-
-
-def _predictions(path: Path, truth: dict) -> list[dict]:
-    """COCO results of PRED, with image and category ids mapped onto the truth's."""
-    try:
-        pred = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if isinstance(pred, list):
-        return pred  # plain COCO results: ids already those of the truth
-    if not isinstance(pred, dict) or "annotations" not in pred or "images" not in pred:
-        raise ValueError(f"{path}: must be a COCO results list or a segloc localize file")
-    # a segloc localize file: images by file name, categories by name
-    truth_ids = {im.get("file_name"): im["id"] for im in truth["images"]}
-    image_map = {}
-    for im in pred["images"]:
-        if im.get("file_name") not in truth_ids:
-            raise ValueError(f"{path}: image {im.get('file_name')!r} is not in the truth")
-        image_map[im["id"]] = truth_ids[im["file_name"]]
-    truth_cats = {c["name"]: c["id"] for c in truth["categories"]}
-    cat_map = {}
-    for c in pred.get("categories", []):
-        if c["name"] in truth_cats:
-            cat_map[c["id"]] = truth_cats[c["name"]]
-        elif len(truth_cats) == 1:
-            # one class each side: a detector's generic "object" is the truth's class
-            cat_map[c["id"]] = next(iter(truth_cats.values()))
-        else:
-            raise ValueError(f"{path}: category {c['name']!r} is not in the truth")
-    out = []
-    for r in pred["annotations"]:
-        try:
-            out.append(
-                {
-                    **r,
-                    "image_id": image_map[r["image_id"]],
-                    "category_id": cat_map.get(r["category_id"], r["category_id"]),
-                }
-            )
-        except (KeyError, TypeError):
-            raise ValueError(f"{path}: result names an image id not in its images") from None
-    return out
-
-
 def cmd_evaluate_boxes(args: argparse.Namespace) -> int:
+    from segloc.coco import align_results
     from segloc.detection_metrics import evaluate_detections
+    from segloc.localize.annotations import read_box_truth
 
     pred_path, truth_path = Path(args.pred), Path(args.truth)
     if not pred_path.is_file():
         raise UsageError(f"{pred_path}: no such file")
     if not truth_path.exists():
         raise UsageError(f"{truth_path}: no such file or folder")
-    truth = _truth_dataset(truth_path)
-    results = _predictions(pred_path, truth)
+    truth = read_box_truth(truth_path)
+    try:
+        pred = json.loads(pred_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{pred_path}: not valid JSON ({exc})") from None
+    results = align_results(pred, truth, name=str(pred_path))
     try:
         ev = evaluate_detections(truth, results)
     except (ValueError, KeyError, TypeError) as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from segloc import io, masks, metrics, viz
+from segloc import coco, instances, io, masks, metrics, viz
 from segloc.classical import clustering, region_growing, threshold
 
 
@@ -224,7 +224,7 @@ def _mask_box(mask: np.ndarray) -> np.ndarray | None:
     """Box ``(x0, y0, x1, y1)`` of a mask's largest component, None when empty."""
     if not mask.any():
         return None
-    _, boxes = masks.instance_boxes(masks.keep_largest(mask).astype(np.int32))
+    _, boxes = instances.instance_boxes(masks.keep_largest(mask).astype(np.int32))
     return boxes[0]
 
 
@@ -265,7 +265,7 @@ def lgg_boxes(root: Path, out: Path, *, panels: int = 3) -> BoxRow:
 def nuclei_boxes(root: Path, out: Path) -> BoxRow:
     """DSB nuclei: Otsu + watershed split -> scored boxes; COCO AP50 and matched F1."""
     from segloc.detection_metrics import evaluate_detections, matched_f1
-    from segloc.localize.detect import instances_from_probability, score_instances
+    from segloc.instances import instances_from_probability, score_instances
 
     folder = root / "dsb2018_nuclei"
     image, _ = io.read_image(folder / "images" / "img2d.tif")
@@ -281,15 +281,15 @@ def nuclei_boxes(root: Path, out: Path) -> BoxRow:
     seconds = time.perf_counter() - t0
     boxes = np.array([d["box"] for d in dets], np.float64).reshape(-1, 4)
     scores = np.array([d["score"] for d in dets])
-    coco_truth = masks.coco_dataset(
+    coco_truth = coco.coco_dataset(
         [{"id": 1, "height": truth.shape[0], "width": truth.shape[1]}],
         [
-            {"image_id": 1, "category_id": 1, "bbox": masks.box_to_coco(b)}
-            for b in masks.instance_boxes(truth)[1]
+            {"image_id": 1, "category_id": 1, "bbox": coco.box_to_coco(b)}
+            for b in instances.instance_boxes(truth)[1]
         ],
         [{"id": 1, "name": "nucleus"}],
     )
-    results = masks.coco_results(1, boxes, scores, np.ones(len(boxes), np.int64))
+    results = coco.coco_results(1, boxes, scores, np.ones(len(boxes), np.int64))
     ap50 = evaluate_detections(coco_truth, results)["AP50"]
     f1 = matched_f1(inst, truth, iou_threshold=0.5)["f1"]
     viz.save_png(out / "boxes_dsb_nuclei.png", viz.draw_boxes(image, boxes, width=1))

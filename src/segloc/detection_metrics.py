@@ -23,7 +23,7 @@ to published ones:
   decides), else the pixel count of its ``segmentation``; this holds for ``iou_type="segm"``
   too.
 
-Masks are COCO RLE dicts (:func:`segloc.masks.rle_encode`); mask IoU counts pixels of the
+Masks are COCO RLE dicts (:func:`segloc.coco.rle_encode`); mask IoU counts pixels of the
 decoded masks through sparse products, so only overlapping pixels cost time.
 
 References
@@ -47,7 +47,7 @@ from scipy.optimize import linear_sum_assignment
 
 from segloc._validation import check_choice, check_image, check_same_shape
 from segloc.boxes import box_iou, check_boxes
-from segloc.masks import rle_area, rle_decode
+from segloc.coco import rle_area, rle_decode
 
 __all__ = [
     "IOU_THRESHOLDS",
@@ -261,11 +261,11 @@ def evaluate_detections(
     ----------
     truth : dict
         COCO dataset (``images``, ``annotations``, ``categories``), e.g. from
-        :func:`segloc.masks.coco_dataset`. Annotations need ``id`` (>= 1), ``image_id``,
+        :func:`segloc.coco.coco_dataset`. Annotations need ``id`` (>= 1), ``image_id``,
         ``category_id``, ``area``, ``bbox`` (``"bbox"``) or an RLE ``segmentation``
         (``"segm"``); ``iscrowd`` defaults to 0.
     results : list of dict
-        COCO results (e.g. :func:`segloc.masks.coco_results`): ``image_id``, ``category_id``,
+        COCO results (e.g. :func:`segloc.coco.coco_results`): ``image_id``, ``category_id``,
         ``score`` and ``bbox`` or an RLE ``segmentation``. Results for categories not in
         ``truth`` are skipped, as COCO does.
     iou_type : {"bbox", "segm"}, optional

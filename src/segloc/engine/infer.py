@@ -694,7 +694,7 @@ def _overlay_picture(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _detections(prob: np.ndarray, binary: bool) -> list[dict]:
-    from segloc.localize.detect import (
+    from segloc.instances import (
         detections_from_class_probability,
         detections_from_probability,
     )
@@ -735,8 +735,8 @@ def predict_to_folder(
     list of Path
         The files written.
     """
+    from segloc.coco import detections_to_coco, write_coco_json
     from segloc.io import write_mask
-    from segloc.localize.detect import detections_to_coco, write_coco_json
     from segloc.viz import save_png
 
     pairs = expand_inputs(inputs)

@@ -1,7 +1,7 @@
 """Box annotations from PASCAL VOC XML files and CSV tables, checked and in segloc boxes.
 
 VOC boxes are 1-based and inclusive; they come back as segloc boxes ``(x0, y0, x1, y1)``
-with half-open edges, ``(xmin - 1, ymin - 1, xmax, ymax)`` (:func:`segloc.masks.voc_to_box`,
+with half-open edges, ``(xmin - 1, ymin - 1, xmax, ymax)`` (:func:`segloc.coco.voc_to_box`,
 ``docs/conventions.md``). Every reader rejects an annotation it cannot trust with a
 ``ValueError`` whose message starts with the file's path: a box outside the image, a box
 with ``xmax < xmin`` or ``ymax < ymin``, a class not in ``classes``, a missing field.
@@ -21,6 +21,7 @@ References
 from __future__ import annotations
 
 import csv
+import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -28,9 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from segloc.masks import voc_to_box
+from segloc.coco import records_to_coco, voc_to_box
 
-__all__ = ["read_voc_xml", "read_voc_folder", "read_box_csv"]
+__all__ = [
+    "read_voc_xml",
+    "read_voc_folder",
+    "read_box_csv",
+    "read_box_dataset",
+    "split_records",
+    "read_box_truth",
+]
 
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 
@@ -302,3 +310,87 @@ def read_box_csv(
         _record(folder / name, *r["size"], r["boxes"], r["classes"], [False] * len(r["boxes"]))
         for name, r in grouped.items()
     ]
+
+
+# --------------------------------------------------------------------------- dataset folders
+
+
+def read_box_dataset(folder: str | os.PathLike) -> list[dict]:
+    """Box records of a dataset folder: ``annotations/*.xml`` (VOC) or ``labels.csv``,
+    beside ``images/``; sorted by image file name.
+
+    Raises
+    ------
+    ValueError
+        The folder holds neither, or any error of the readers (naming the file).
+    """
+    root = Path(folder)
+    if (root / "annotations").is_dir():
+        records = read_voc_folder(root)
+    elif (root / "labels.csv").is_file():
+        records = read_box_csv(root / "labels.csv", image_folder=root / "images")
+    else:
+        raise ValueError(f"{root}: must hold annotations/*.xml or labels.csv beside images/")
+    return sorted(records, key=lambda r: Path(r["image_path"]).name)
+
+
+def split_records(
+    records: Sequence[dict], *, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """Train/validation split of box records: :func:`segloc.engine.data.split_cases` of the
+    sorted image stems (the split every detector of segloc uses).
+
+    Raises
+    ------
+    ValueError
+        Two records name images with the same stem (``a.jpg`` and ``a.png``): a split by
+        name could not keep them apart.
+    """
+    from segloc.engine.data import split_cases
+
+    by_stem: dict[str, dict] = {}
+    for r in records:
+        stem = Path(r["image_path"]).stem
+        if stem in by_stem:
+            raise ValueError(
+                f"{r['image_path']}: same image name as {by_stem[stem]['image_path']}; "
+                "a split by name needs each image once"
+            )
+        by_stem[stem] = r
+    train, val = split_cases(sorted(by_stem), val_fraction=val_fraction, seed=seed)
+    return [by_stem[s] for s in train], [by_stem[s] for s in val]
+
+
+def read_box_truth(path: str | os.PathLike) -> dict:
+    """A COCO dataset of true boxes from a COCO ``.json``, a folder of VOC ``.xml`` files (or
+    a dataset folder with ``annotations/``), or a box ``.csv``.
+
+    VOC and CSV images are numbered 1.. in file-name order (:func:`segloc.coco.records_to_coco`).
+
+    Raises
+    ------
+    ValueError
+        Not one of these, or a file that does not parse (its path starts the message).
+    """
+    path = Path(path)
+    if path.is_dir():
+        folder = path / "annotations" if (path / "annotations").is_dir() else path
+        files = sorted(folder.glob("*.xml"))
+        if not files:
+            raise ValueError(f"{path}: must hold VOC .xml files, got none")
+        records = [read_voc_xml(f) for f in files]
+    elif path.suffix.lower() == ".csv":
+        records = read_box_csv(path)
+    elif path.suffix.lower() == ".json":
+        try:
+            truth = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(truth, dict) or not all(
+            k in truth for k in ("images", "annotations", "categories")
+        ):
+            raise ValueError(f"{path}: must be a COCO dataset with images, annotations, categories")
+        return truth
+    else:
+        raise ValueError(f"{path}: truth must be a COCO .json, a VOC XML folder or a .csv")
+    return records_to_coco(sorted(records, key=lambda r: r["image_path"].name))

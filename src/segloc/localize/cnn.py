@@ -48,9 +48,7 @@ __all__ = [
     "load_localizer",
     "localization_loss",
     "localize_cnn",
-    "read_box_records",
     "save_localizer",
-    "split_records",
     "train_localizer",
 ]
 
@@ -364,39 +362,6 @@ def _predict(
 # --------------------------------------------------------------------------- data
 
 
-def read_box_records(data_dir: str | os.PathLike) -> list[dict]:
-    """Box annotations of a dataset folder: ``annotations/*.xml`` (VOC) or ``labels.csv``.
-
-    Returns the records of :mod:`segloc.localize.annotations`, sorted by image file name.
-    """
-    from segloc.localize.annotations import read_box_csv, read_voc_folder
-
-    root = Path(data_dir)
-    if (root / "annotations").is_dir():
-        records = read_voc_folder(root)
-    elif (root / "labels.csv").is_file():
-        records = read_box_csv(root / "labels.csv", image_folder=root / "images")
-    else:
-        raise ValueError(
-            f"data_dir must hold annotations/*.xml or labels.csv beside images/, got {root}"
-        )
-    return sorted(records, key=lambda r: Path(r["image_path"]).name)
-
-
-def split_records(
-    records: Sequence[dict], *, val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[dict], list[dict]]:
-    """Train/validation split of box records: :func:`segloc.engine.data.split_cases` of the
-    sorted image stems (the split every raccoon detector of segloc uses)."""
-    from segloc.engine.data import split_cases
-
-    by_stem = {Path(r["image_path"]).stem: r for r in records}
-    if len(by_stem) != len(records):
-        raise ValueError("records must name each image once")
-    train, val = split_cases(sorted(by_stem), val_fraction=val_fraction, seed=seed)
-    return [by_stem[s] for s in train], [by_stem[s] for s in val]
-
-
 def _load_images(
     records: Sequence[dict], max_side: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -432,8 +397,8 @@ def evaluate_localizer(
     one-box-per-image predictions (:func:`segloc.detection_metrics.evaluate_detections`,
     every true box counted)."""
     from segloc.boxes import box_area
+    from segloc.coco import box_to_coco
     from segloc.detection_metrics import evaluate_detections
-    from segloc.masks import box_to_coco
 
     pred, scores, pred_labels = _predict(model, list(images))
     ious = []
@@ -600,7 +565,9 @@ def train_localizer(
         raise ValueError(f"out must not hold a run already (pass resume=True), got {out}")
     dev = engine.resolve_device(device)
 
-    records = read_box_records(data_dir)
+    from segloc.localize.annotations import read_box_dataset, split_records
+
+    records = read_box_dataset(data_dir)
     classes = sorted({c for r in records for c in r["classes"]})
     if not classes:
         raise ValueError(f"data_dir must hold at least one box, got none in {data_dir}")

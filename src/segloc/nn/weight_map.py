@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloc._validation import check_image, check_positive
-from segloc.masks import semantic_to_instances
+from segloc.instances import semantic_to_instances
 
 __all__ = ["label_weight_map", "unet_weight_map"]
 
@@ -152,7 +152,7 @@ def label_weight_map(
         Label that is no object (e.g. void or padding): counted as background here; the loss
         leaves those pixels out anyway.
     connectivity : int, default 1
-        Of the components (see :func:`segloc.masks.semantic_to_instances`).
+        Of the components (see :func:`segloc.instances.semantic_to_instances`).
 
     Returns
     -------

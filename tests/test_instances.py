@@ -1,4 +1,4 @@
-"""Tests for segloc.localize.detect: instances, scores, COCO output, nuclei end to end."""
+"""Tests for segloc.instances: components, instances, boxes, scores; nuclei end to end."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from scipy import ndimage as ndi
+from skimage import measure
 
-from segloc.localize.detect import (
+from _shapes import random_labels, regionprops_boxes
+from segloc import instances
+from segloc.coco import detections_to_coco, write_coco_json
+from segloc.instances import (
     detections_from_class_probability,
     detections_from_probability,
-    detections_to_coco,
     instances_from_class_probability,
     instances_from_probability,
     score_instances,
     split_touching,
-    write_coco_json,
 )
 
 DATA = Path(os.environ.get("SEGLOC_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -315,3 +317,139 @@ def test_nuclei_otsu_watershed_f1_floor():
     plain = instances_from_probability(mask, split=False, min_size=20)
     assert split_f1 > 0.65
     assert split_f1 > matched_f1(plain, truth)["f1"] + 0.1  # the watershed is what helps
+
+
+def test_semantic_to_instances_hand_case():
+    labels = np.array(
+        [
+            [1, 1, 0, 2],
+            [0, 0, 0, 2],
+            [1, 0, 2, 0],
+        ]
+    )
+    inst, class_of = instances.semantic_to_instances(labels)
+    expected = np.array(
+        [
+            [1, 1, 0, 3],
+            [0, 0, 0, 3],
+            [2, 0, 4, 0],
+        ]
+    )
+    np.testing.assert_array_equal(inst, expected)
+    assert inst.dtype == np.int32
+    assert class_of == {1: 1, 2: 1, 3: 2, 4: 2}
+    # with 8-connectivity the class-2 pixels touch at a corner
+    inst8, class_of8 = instances.semantic_to_instances(labels, connectivity=8)
+    assert class_of8 == {1: 1, 2: 1, 3: 2}
+    assert inst8[2, 2] == inst8[0, 3] == 3
+    only2, class_of2 = instances.semantic_to_instances(labels, classes=[2])
+    assert class_of2 == {1: 2, 2: 2} and not only2[labels == 1].any()
+
+
+@pytest.mark.parametrize(
+    ("shape", "connectivity"), [((30, 40), 1), ((30, 40), 2), ((12, 10, 9), 3)]
+)
+def test_semantic_to_instances_matches_skimage_components(shape, connectivity):
+    labels = random_labels(shape, seed=3)
+    inst, class_of = instances.semantic_to_instances(labels, connectivity=connectivity)
+    assert sorted(class_of) == list(range(1, len(class_of) + 1))
+    total = 0
+    for c in range(1, 4):
+        ref = measure.label(labels == c, connectivity=connectivity, background=0)
+        total += ref.max()
+        # same partition: each skimage component is exactly one instance of class c
+        for r in range(1, ref.max() + 1):
+            ids = np.unique(inst[ref == r])
+            assert ids.size == 1 and class_of[int(ids[0])] == c
+    assert total == len(class_of)
+    np.testing.assert_array_equal(instances.instances_to_semantic(inst, class_of), labels)
+
+
+def test_instances_to_semantic():
+    inst = np.array([[0, 4, 4], [9, 0, 7]])
+    np.testing.assert_array_equal(instances.instances_to_semantic(inst), [[0, 1, 1], [1, 0, 1]])
+    out = instances.instances_to_semantic(inst, {4: 2, 7: 3, 9: 2})
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out, [[0, 2, 2], [2, 0, 3]])
+    with pytest.raises(
+        ValueError, match=r"class_of must give a class for every instance id, got none for \[9\]"
+    ):
+        instances.instances_to_semantic(inst, {4: 2, 7: 3})
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (11, 13, 9)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_instance_boxes_match_regionprops(shape, sparse):
+    inst, _ = instances.semantic_to_instances(random_labels(shape, seed=10, num_classes=3))
+    if sparse:
+        # non-contiguous and huge ids take the compacting path
+        inst = np.where(inst > 0, inst * 7919 + 1_000_000, 0).astype(np.int32)
+    ids, boxes = instances.instance_boxes(inst)
+    ref_ids, ref_boxes = regionprops_boxes(inst)
+    assert ids.dtype == np.int64 and boxes.dtype == np.float64
+    assert boxes.shape == (len(ref_ids), 2 * len(shape)) and len(ids) > 5
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(boxes, ref_boxes)
+
+
+def test_instance_boxes_hand_cases():
+    inst = np.zeros((5, 6, 4), np.int32)
+    inst[1:3, 2:6, 3] = 4
+    ids, boxes = instances.instance_boxes(inst)
+    np.testing.assert_array_equal(ids, [4])
+    np.testing.assert_array_equal(boxes, [[2, 1, 3, 6, 3, 4]])  # x0 y0 z0 x1 y1 z1, half-open
+    ids, boxes = instances.instance_boxes(np.zeros((4, 4), np.int32))
+    assert ids.shape == (0,) and ids.dtype == np.int64 and boxes.shape == (0, 4)
+
+
+def test_mask_to_boxes_hand_case():
+    labels = np.zeros((6, 8), np.int32)
+    labels[1:3, 1:4] = 2
+    labels[4:6, 6:8] = 2
+    labels[0, 7] = 1
+    out = instances.mask_to_boxes(labels)
+    assert out == [
+        {"class": 1, "box": [7.0, 0.0, 8.0, 1.0], "area": 1, "instance": 1},
+        {"class": 2, "box": [1.0, 1.0, 4.0, 3.0], "area": 6, "instance": 2},
+        {"class": 2, "box": [6.0, 4.0, 8.0, 6.0], "area": 4, "instance": 3},
+    ]
+    assert all(type(v) in (int, list) for o in out for v in o.values())
+    assert [o["class"] for o in instances.mask_to_boxes(labels, classes=[2])] == [2, 2]
+    assert instances.mask_to_boxes(labels > 0, connectivity=8)[0]["class"] == 1
+
+
+def test_mask_to_boxes_3d_crops_each_object():
+    labels = random_labels((10, 12, 8), seed=11, num_classes=3)
+    inst, _ = instances.semantic_to_instances(labels, connectivity=26)
+    for o in instances.mask_to_boxes(labels, connectivity=26):
+        x0, y0, z0, x1, y1, z1 = (int(v) for v in o["box"])
+        obj = inst == o["instance"]
+        assert obj[y0:y1, x0:x1, z0:z1].sum() == obj.sum() == o["area"]
+        assert (labels[obj] == o["class"]).all()
+
+
+@pytest.mark.parametrize("shape", [(30, 40), (9, 10, 11)])
+def test_class_boxes_match_regionprops(shape):
+    labels = random_labels(shape, seed=12, num_classes=4)
+    labels[labels == 2] = 0  # an absent class gets no box
+    out = instances.class_boxes(labels)
+    ref_ids, ref_boxes = regionprops_boxes(labels)
+    assert list(out) == ref_ids.tolist() == [1, 3]
+    np.testing.assert_array_equal(np.array(list(out.values())), ref_boxes)
+
+
+@pytest.mark.slow
+def test_hippocampus_labels_class_boxes_and_instances():
+    nib = pytest.importorskip("nibabel")
+    folder = DATA / "hippocampus" / "labels"
+    files = sorted(folder.glob("*.nii.gz"))[:3] if folder.exists() else []
+    if not files:
+        pytest.skip(f"no labels in {folder}")
+    for f in files:
+        labels = np.asanyarray(nib.load(f).dataobj)  # float32 on disk
+        out = instances.class_boxes(labels)
+        ref_ids, ref_boxes = regionprops_boxes(labels.astype(np.int32))
+        assert list(out) == ref_ids.tolist() == [1, 2]
+        np.testing.assert_array_equal(np.array(list(out.values())), ref_boxes)
+        inst, class_of = instances.semantic_to_instances(labels, connectivity=26)
+        np.testing.assert_array_equal(instances.instances_to_semantic(inst, class_of), labels)

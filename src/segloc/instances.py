@@ -1,7 +1,7 @@
-"""Detection from segmentation: probability maps -> instances -> scored boxes -> COCO.
+"""Instances: connected objects of masks, label maps and probability maps, and their boxes.
 
-A semantic output (a foreground probability map, or a ``(C, ...)`` class probability map) is
-turned into objects in three steps:
+A semantic output (a mask, a label map, a foreground probability map or a ``(C, ...)``
+class probability map) becomes objects in three steps:
 
 1. threshold it into a mask (per class for a class map: the arg-max class, kept where its
    probability reaches the threshold);
@@ -10,10 +10,10 @@ turned into objects in three steps:
    (:func:`split_touching`);
 3. box every instance and score it by the mean probability of its pixels.
 
-Instances are ``int32`` label maps (0 = background) whose ids the detections name in
-``"instance"``; :func:`detections_to_coco` writes boxes and COCO RLE masks for ``COCO.loadRes``.
+Instance maps are ``int32`` (0 = background, one id per object, ids need not be contiguous).
 Boxes follow ``docs/conventions.md``: ``(x0, y0, x1, y1)`` (3D ``(x0, y0, z0, x1, y1, z1)``),
-half-open pixel edges.
+x = column (axis 1), y = row (axis 0), z = slice (axis 2), half-open pixel edges, so
+``image[y0:y1, x0:x1]`` crops an object exactly. COCO output is in :mod:`segloc.coco`.
 
 References
 ----------
@@ -27,10 +27,7 @@ References
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,29 +35,231 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
-from segloc._validation import atomic_path, check_connectivity, check_image, check_int
-from segloc.masks import (
-    coco_results,
-    connected_components,
-    instance_boxes,
-    masks_to_coco_annotations,
-    remove_small_objects,
-    to_bool,
+from segloc._validation import (
+    INT32_MAX,
+    check_classes,
+    check_connectivity,
+    check_image,
+    check_int,
+    check_labels,
 )
+from segloc.masks import connected_components, connectivity_structure, remove_small_objects, to_bool
 
 __all__ = [
+    "semantic_to_instances",
+    "instances_to_semantic",
+    "instance_boxes",
+    "mask_to_boxes",
+    "class_boxes",
     "split_touching",
     "instances_from_probability",
     "instances_from_class_probability",
     "score_instances",
     "detections_from_probability",
     "detections_from_class_probability",
-    "detections_to_coco",
-    "write_coco_json",
 ]
 
 
-# --------------------------------------------------------------------------- checks
+def semantic_to_instances(
+    labels: Any, *, connectivity: int = 1, classes: Iterable[int] | None = None
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Split each class of a label map into connected components (instances).
+
+    Parameters
+    ----------
+    labels : array_like of int, 2D or 3D
+        Label map, 0 = background; a bool mask is one class, 1.
+    connectivity : int, optional
+        1..ndim (scikit-image rank) or neighbour count 4/8 (2D), 6/18/26 (3D).
+    classes : iterable of int, optional
+        Classes to split; default every non-zero class present.
+
+    Returns
+    -------
+    instances : ndarray of int32
+        Ids 1..N numbered class by class (increasing), then in raster order within a class;
+        0 elsewhere.
+    class_of : dict
+        ``{instance_id: class}``.
+
+    References
+    ----------
+    .. [1] Rosenfeld, A. and Pfaltz, J. L. "Sequential operations in digital picture
+       processing", J. ACM 13(4) 471-494, 1966. :doi:`10.1145/321356.321357`
+
+    Examples
+    --------
+    >>> inst, class_of = semantic_to_instances(np.array([[1, 0, 1], [2, 2, 0]]))
+    >>> inst
+    array([[1, 0, 2],
+           [3, 3, 0]], dtype=int32)
+    >>> class_of
+    {1: 1, 2: 1, 3: 2}
+    """
+    arr = check_labels(labels, ndim=(2, 3))
+    structure = connectivity_structure(arr.ndim, connectivity)
+    wanted = (
+        [int(c) for c in np.unique(arr) if c != 0] if classes is None else check_classes(classes)
+    )
+    instances = np.zeros(arr.shape, np.int32)
+    class_of: dict[int, int] = {}
+    next_id = 1
+    for c in wanted:
+        comp, count = ndi.label(arr == c, structure=structure)
+        if count == 0:
+            continue
+        hit = comp > 0
+        instances[hit] = comp[hit] + (next_id - 1)
+        class_of.update({i: c for i in range(next_id, next_id + count)})
+        next_id += count
+    return instances, class_of
+
+
+def instances_to_semantic(instances: Any, class_of: Mapping[int, int] | None = None) -> np.ndarray:
+    """Label map from an instance map.
+
+    Parameters
+    ----------
+    instances : array_like of int
+        Instance map, 0 = background, ids need not be contiguous.
+    class_of : mapping, optional
+        ``{instance_id: class}`` for every id present; default: every instance is class 1.
+
+    Returns
+    -------
+    ndarray of int32
+
+    Raises
+    ------
+    ValueError
+        If ``class_of`` misses an id present in ``instances``.
+
+    Examples
+    --------
+    >>> instances_to_semantic(np.array([0, 4, 7]), {4: 2, 7: 3})
+    array([0, 2, 3], dtype=int32)
+    """
+    arr = check_labels(instances, name="instances")
+    if class_of is None:
+        return (arr != 0).astype(np.int32)
+    ids, inverse = np.unique(arr, return_inverse=True)
+    missing = [int(i) for i in ids if i != 0 and int(i) not in class_of]
+    if missing:
+        raise ValueError(
+            f"class_of must give a class for every instance id, got none for {missing[:10]}"
+        )
+    lut = np.array([0 if i == 0 else int(class_of[int(i)]) for i in ids], np.int64)
+    if lut.size and (lut.min() < 0 or lut.max() > INT32_MAX):
+        raise ValueError(
+            f"class_of classes must be in [0, {INT32_MAX}], got {lut.min()}..{lut.max()}"
+        )
+    return lut[inverse.reshape(arr.shape)].astype(np.int32)
+
+
+def _boxes_from_slices(slices: Sequence[tuple[slice, ...]], ndim: int) -> np.ndarray:
+    """(N, 2*ndim) float64 boxes from find_objects slices, x = axis 1, y = axis 0, z = axis 2."""
+    order = (1, 0) if ndim == 2 else (1, 0, 2)
+    boxes = np.empty((len(slices), 2 * ndim), np.float64)
+    for k, sl in enumerate(slices):
+        boxes[k, :ndim] = [sl[a].start for a in order]
+        boxes[k, ndim:] = [sl[a].stop for a in order]
+    return boxes
+
+
+def instance_boxes(instances: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box of every instance.
+
+    Parameters
+    ----------
+    instances : array_like of int, 2D or 3D
+        Instance (or label) map, 0 = background, ids need not be contiguous.
+
+    Returns
+    -------
+    ids : ndarray of int64, shape (N,)
+        Instance ids present, increasing.
+    boxes : ndarray of float64, shape (N, 4) or (N, 6)
+        ``(x0, y0, x1, y1)`` / ``(x0, y0, z0, x1, y1, z1)``, half-open:
+        ``x1 = max column + 1``.
+
+    Examples
+    --------
+    >>> inst = np.zeros((4, 5), np.int32); inst[1:3, 2:5] = 7
+    >>> instance_boxes(inst)
+    (array([7]), array([[2., 1., 5., 3.]]))
+    """
+    arr = check_labels(instances, name="instances", ndim=(2, 3))
+    ids = np.unique(arr)
+    ids = ids[ids != 0].astype(np.int64)
+    if ids.size == 0:
+        return ids, np.zeros((0, 2 * arr.ndim), np.float64)
+    if ids[-1] > 4 * ids.size + 1024:
+        # find_objects keeps one slot per id up to the largest: compact sparse ids first
+        compact = np.searchsorted(ids, arr).astype(np.int32) + 1
+        compact[arr == 0] = 0
+        slices = ndi.find_objects(compact)
+    else:
+        found = ndi.find_objects(arr)
+        slices = [found[i - 1] for i in ids]
+    return ids, _boxes_from_slices(slices, arr.ndim)
+
+
+def mask_to_boxes(
+    labels: Any, *, connectivity: int = 1, classes: Iterable[int] | None = None
+) -> list[dict]:
+    """One box per connected object of each class.
+
+    Parameters
+    ----------
+    labels : array_like of int, 2D or 3D
+        Label map (0 = background) or bool mask (class 1).
+    connectivity : int, optional
+        As in :func:`connected_components`.
+    classes : iterable of int, optional
+        Classes to box; default every non-zero class present.
+
+    Returns
+    -------
+    list of dict
+        ``{"class": int, "box": [x0, y0, x1, y1] (3D: [x0, y0, z0, x1, y1, z1]),
+        "area": int (pixel count), "instance": int}``, ordered as the instance ids of
+        :func:`semantic_to_instances`. Plain Python numbers, ready for JSON.
+
+    Examples
+    --------
+    >>> mask_to_boxes(np.array([[1, 0, 2], [1, 0, 0]]))
+    [{'class': 1, 'box': [0.0, 0.0, 1.0, 2.0], 'area': 2, 'instance': 1}, \
+{'class': 2, 'box': [2.0, 0.0, 3.0, 1.0], 'area': 1, 'instance': 2}]
+    """
+    instances, class_of = semantic_to_instances(labels, connectivity=connectivity, classes=classes)
+    ids, boxes = instance_boxes(instances)
+    areas = np.bincount(instances.ravel(), minlength=int(ids.max(initial=0)) + 1)
+    return [
+        {"class": class_of[int(i)], "box": box.tolist(), "area": int(areas[i]), "instance": int(i)}
+        for i, box in zip(ids, boxes, strict=True)
+    ]
+
+
+def class_boxes(labels: Any) -> dict[int, np.ndarray]:
+    """One box per class covering all of its pixels (connected or not).
+
+    Parameters
+    ----------
+    labels : array_like of int, 2D or 3D
+        Label map, 0 = background (no box).
+
+    Returns
+    -------
+    dict
+        ``{class: float64 box of 4 (2D) or 6 (3D) values}``, increasing class.
+
+    Examples
+    --------
+    >>> class_boxes(np.array([[1, 0, 1]]))
+    {1: array([0., 0., 3., 1.])}
+    """
+    ids, boxes = instance_boxes(check_labels(labels, ndim=(2, 3)))
+    return {int(i): b for i, b in zip(ids, boxes, strict=True)}
 
 
 def _check_threshold(value: Any) -> float:
@@ -88,9 +287,6 @@ def _check_footprint(footprint: Any, ndim: int) -> np.ndarray | None:
     if fp.ndim != ndim or fp.size == 0:
         raise ValueError(f"footprint must be a non-empty {ndim}D array, got shape {fp.shape}")
     return fp.astype(bool)
-
-
-# --------------------------------------------------------------------------- instances
 
 
 def split_touching(
@@ -289,8 +485,8 @@ def instances_from_class_probability(
     instances : ndarray of int32, shape (H, W[, D])
         Ids 1..N, numbered class by class (increasing channel), 0 = background.
     class_of : dict
-        ``{instance_id: channel}``; the same shape as :func:`segloc.masks.semantic_to_instances`
-        returns, ready for :func:`segloc.masks.masks_to_coco_annotations`.
+        ``{instance_id: channel}``; the same shape as :func:`segloc.instances.semantic_to_instances`
+        returns, ready for :func:`segloc.coco.masks_to_coco_annotations`.
 
     Examples
     --------
@@ -332,9 +528,6 @@ def instances_from_class_probability(
             class_of.update({i: c for i in range(next_id, next_id + k)})
             next_id += k
     return instances, class_of
-
-
-# --------------------------------------------------------------------------- scoring
 
 
 def score_instances(
@@ -504,84 +697,3 @@ def detections_from_class_probability(
         connectivity=connectivity,
     )
     return score_instances(inst, prob, class_of=class_of)
-
-
-# --------------------------------------------------------------------------- COCO
-
-
-def detections_to_coco(
-    detections: Sequence[Mapping],
-    *,
-    image_id: int,
-    instances: Any = None,
-    category_ids: Mapping[int, int] | None = None,
-) -> list[dict]:
-    """Detections of one 2D image in the COCO results format (``COCO.loadRes``).
-
-    Parameters
-    ----------
-    detections : sequence of dict
-        With ``"box"``, ``"score"``, ``"class"`` (and ``"instance"`` when ``instances`` is
-        given), as the ``detections_from_*`` functions return.
-    image_id : int
-    instances : array_like of int, 2D, optional
-        The instance map the detections came from: adds each instance's mask as a compressed
-        COCO RLE ``"segmentation"``.
-    category_ids : mapping, optional
-        ``{class: COCO category id}``; default the class itself.
-
-    Returns
-    -------
-    list of dict
-        ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"[, "segmentation"]}``.
-
-    References
-    ----------
-    .. [1] COCO results format: https://cocodataset.org/#format-results
-
-    Examples
-    --------
-    >>> detections_to_coco([{"box": [2, 1, 5, 3], "score": 0.9, "class": 1}], image_id=7)
-    [{'image_id': 7, 'category_id': 1, 'bbox': [2.0, 1.0, 3.0, 2.0], 'score': 0.9}]
-    """
-    for k, d in enumerate(detections):
-        for key in ("box", "score", "class") + (("instance",) if instances is not None else ()):
-            if key not in d:
-                raise ValueError(f"detections[{k}] must have key {key!r}, got {sorted(d)}")
-    classes = [int(d["class"]) for d in detections]
-    if category_ids is not None:
-        missing = sorted({c for c in classes if c not in category_ids})
-        if missing:
-            raise ValueError(f"category_ids must map every class, got none for {missing}")
-        classes = [int(category_ids[c]) for c in classes]
-    boxes = np.array([d["box"] for d in detections], np.float64).reshape(-1, 4)
-    scores = np.array([d["score"] for d in detections], np.float64)
-    masks = None
-    if instances is not None:
-        # RLE straight from the instance map, one crop per instance (no full-size masks)
-        rle_of = {
-            a["instance"]: a["segmentation"]
-            for a in masks_to_coco_annotations(instances, None, image_id=image_id)
-        }
-        masks = []
-        for k, d in enumerate(detections):
-            if int(d["instance"]) not in rle_of:
-                raise ValueError(
-                    f"detections[{k}] names instance {d['instance']}, which instances lacks"
-                )
-            masks.append(rle_of[int(d["instance"])])
-    return coco_results(image_id, boxes, scores, np.asarray(classes, np.int64), masks=masks)
-
-
-def write_coco_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write COCO results or a COCO dataset as JSON, atomically (no half-written file).
-
-    Examples
-    --------
-    >>> import tempfile; d = tempfile.mkdtemp()
-    >>> write_coco_json(Path(d) / "r.json", []).read_text()
-    '[]'
-    """
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data))
-    return Path(path)

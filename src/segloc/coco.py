@@ -1,0 +1,722 @@
+"""COCO: box <-> bbox conversions, run-length encoded masks, datasets and results.
+
+A COCO ``bbox`` is ``[x0, y0, x1 - x0, y1 - y0]`` on segloc's half-open pixel edges
+(``docs/conventions.md``); PASCAL VOC boxes are 1-based and inclusive. Masks are stored as
+COCO RLE strings identical to pycocotools'. :func:`records_to_coco` turns box records
+(read from VOC XML or CSV by :mod:`segloc.localize.annotations`) into a COCO dataset and
+:func:`align_results` maps a prediction file's image and category ids onto a truth's.
+
+NumPy only: importable without torch.
+
+References
+----------
+.. [COCO] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
+   :doi:`10.1007/978-3-319-10602-1_48`. Data format: https://cocodataset.org/#format-data
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloc._validation import atomic_path, check_int, check_labels, check_mask
+from segloc.boxes import check_box
+from segloc.instances import instance_boxes
+
+__all__ = [
+    "voc_to_box",
+    "box_to_voc",
+    "box_to_coco",
+    "coco_to_box",
+    "rle_encode",
+    "rle_decode",
+    "rle_area",
+    "coco_dataset",
+    "coco_results",
+    "masks_to_coco_annotations",
+    "detections_to_coco",
+    "write_coco_json",
+    "records_to_coco",
+    "align_results",
+]
+
+
+def voc_to_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, ...]:
+    """PASCAL VOC box (1-based, inclusive pixels) to a segloc box (0-based, half-open).
+
+    Returns
+    -------
+    tuple of float
+        ``(xmin - 1, ymin - 1, xmax, ymax)``.
+
+    References
+    ----------
+    .. [1] Everingham, M. et al. "The PASCAL Visual Object Classes (VOC) Challenge",
+       IJCV 88(2) 303-338, 2010. :doi:`10.1007/s11263-009-0275-4`
+
+    Examples
+    --------
+    >>> voc_to_box(1, 1, 10, 20)
+    (0.0, 0.0, 10.0, 20.0)
+    """
+    vals = np.asarray([xmin, ymin, xmax, ymax], np.float64)
+    if not np.isfinite(vals).all():
+        raise ValueError(f"VOC box must be finite, got {vals.tolist()}")
+    if vals[2] < vals[0] or vals[3] < vals[1]:
+        raise ValueError(f"VOC box must have xmax >= xmin and ymax >= ymin, got {vals.tolist()}")
+    return (float(vals[0] - 1), float(vals[1] - 1), float(vals[2]), float(vals[3]))
+
+
+def box_to_voc(box: Any) -> tuple[float, ...]:
+    """segloc 2D box to PASCAL VOC ``(xmin, ymin, xmax, ymax)``: 1-based, inclusive.
+
+    Examples
+    --------
+    >>> box_to_voc([0, 0, 10, 20])
+    (1.0, 1.0, 10.0, 20.0)
+    """
+    b = check_box(box, sizes=(4,))
+    if b[2] == b[0] or b[3] == b[1]:
+        raise ValueError(f"box must have positive width and height for VOC, got {b.tolist()}")
+    return (float(b[0] + 1), float(b[1] + 1), float(b[2]), float(b[3]))
+
+
+def box_to_coco(box: Any) -> list[float]:
+    """segloc 2D box ``(x0, y0, x1, y1)`` to a COCO bbox ``[x, y, width, height]``.
+
+    Examples
+    --------
+    >>> box_to_coco([2, 1, 5, 3])
+    [2.0, 1.0, 3.0, 2.0]
+    """
+    b = check_box(box, sizes=(4,))
+    return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+
+
+def coco_to_box(bbox: Any) -> np.ndarray:
+    """COCO bbox ``[x, y, width, height]`` to a segloc box ``(x0, y0, x1, y1)`` float64.
+
+    Examples
+    --------
+    >>> coco_to_box([2, 1, 3, 2])
+    array([2., 1., 5., 3.])
+    """
+    b = np.asarray(bbox, dtype=np.float64)
+    if b.shape != (4,):
+        raise ValueError(f"bbox must have 4 values [x, y, width, height], got shape {b.shape}")
+    if not np.isfinite(b).all() or b[2] < 0 or b[3] < 0:
+        raise ValueError(f"bbox must be finite with width, height >= 0, got {b.tolist()}")
+    return np.array([b[0], b[1], b[0] + b[2], b[1] + b[3]])
+
+
+def _compress_counts(counts: Sequence[int]) -> str:
+    out = []
+    for i, count in enumerate(counts):
+        x = int(count) - (int(counts[i - 2]) if i > 2 else 0)
+        while True:
+            c = x & 0x1F
+            x >>= 5  # arithmetic shift: negative deltas keep their sign
+            # stop once the remaining bits are pure sign extension of bit 0x10
+            more = x != -1 if c & 0x10 else x != 0
+            out.append(chr((c | 0x20 if more else c) + 48))
+            if not more:
+                break
+    return "".join(out)
+
+
+def _decompress_counts(s: str) -> list[int]:
+    counts: list[int] = []
+    p, n = 0, len(s)
+    while p < n:
+        x, shift = 0, 0
+        while True:
+            if p >= n:
+                raise ValueError("rle counts string must end with a complete number, got a cut one")
+            c = ord(s[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"rle counts must use characters '0'..'o', got {s[p]!r}")
+            p += 1
+            x |= (c & 0x1F) << shift
+            shift += 5
+            if not c & 0x20:
+                if c & 0x10:
+                    x -= 1 << shift  # sign-extend
+                break
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _runs_in_box(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> list[int]:
+    """COCO counts of a (height, width) mask that is False outside ``crop`` at (y0, x0).
+
+    Work on the crop only, so an object's RLE costs its box, not the whole image.
+    """
+    total = height * width
+    if not crop.any():
+        return [total]
+    ch, cw = crop.shape
+    # a False row above and below each column: every run starts and ends inside it
+    padded = np.zeros((ch + 2, cw), bool)
+    padded[1:-1] = crop
+    flat = padded.ravel(order="F")
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # index of the first pixel after a change
+    col, row = np.divmod(edges, ch + 2)
+    pos = (x0 + col) * height + (y0 + row - 1)  # same place in the image's column-major order
+    # a run that ends at the bottom of one column and restarts at the top of the next is one
+    # run in column-major order: drop the end/start pair that lands on the same position
+    uniq, times = np.unique(pos, return_counts=True)
+    pos = uniq[times == 1]
+    pos = pos[pos < total]  # a run reaching the last pixel ends the counts, no empty run after
+    bounds = np.concatenate(([0], pos, [total]))
+    return np.diff(bounds).tolist()
+
+
+def _rle_size(rle: Any) -> tuple[int, int]:
+    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
+        raise ValueError(f"rle must be a dict with 'size' and 'counts', got {type(rle).__name__}")
+    size = rle["size"]
+    if len(size) != 2 or any(
+        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in size
+    ):
+        raise ValueError(f"rle['size'] must be [height, width] non-negative integers, got {size}")
+    return int(size[0]), int(size[1])
+
+
+def _rle_counts(rle: Any) -> tuple[tuple[int, int], list[int]]:
+    h, w = _rle_size(rle)
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    counts = _decompress_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
+    if any(c < 0 for c in counts):
+        raise ValueError("rle counts must be >= 0, got a negative run")
+    if sum(counts) != h * w:
+        raise ValueError(f"rle counts must sum to height * width = {h * w}, got {sum(counts)}")
+    return (h, w), counts
+
+
+def rle_encode(mask: Any) -> dict:
+    """Encode a 2D binary mask as COCO compressed RLE.
+
+    Parameters
+    ----------
+    mask : array_like, 2D
+        bool (or 0/1, 0/255) mask of shape (height, width).
+
+    Returns
+    -------
+    dict
+        ``{"size": [height, width], "counts": str}``, the string pycocotools'
+        ``mask.encode`` gives (as ``str`` rather than ``bytes``, so it is JSON-ready).
+        Counts run over the column-major pixel order and start with the zeros.
+
+    References
+    ----------
+    .. [1] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
+       :doi:`10.1007/978-3-319-10602-1_48`; COCO API ``maskApi.c`` (rleToString).
+
+    Examples
+    --------
+    >>> rle_encode(np.array([[0, 1], [0, 1]], bool))
+    {'size': [2, 2], 'counts': '22'}
+    """
+    arr = check_mask(mask, ndim=(2,))
+    h, w = arr.shape
+    if arr.size == 0:
+        return {"size": [h, w], "counts": _compress_counts([0])}
+    rows = np.flatnonzero(arr.any(axis=1))
+    cols = np.flatnonzero(arr.any(axis=0))
+    if rows.size == 0:
+        return {"size": [h, w], "counts": _compress_counts([h * w])}
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    counts = _runs_in_box(arr[y0:y1, x0:x1], int(y0), int(x0), h, w)
+    return {"size": [h, w], "counts": _compress_counts(counts)}
+
+
+def rle_decode(rle: Mapping) -> np.ndarray:
+    """Decode a COCO RLE (compressed string or uncompressed list ``counts``) to a mask.
+
+    Parameters
+    ----------
+    rle : dict
+        ``{"size": [height, width], "counts": str | bytes | list of int}``.
+
+    Returns
+    -------
+    ndarray of bool, shape (height, width)
+
+    Raises
+    ------
+    ValueError
+        If the counts are malformed or do not sum to ``height * width``.
+
+    References
+    ----------
+    .. [1] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
+       :doi:`10.1007/978-3-319-10602-1_48`; COCO API ``maskApi.c`` (rleFrString).
+
+    Examples
+    --------
+    >>> rle_decode({"size": [2, 2], "counts": [2, 2]}).astype(int)
+    array([[0, 1],
+           [0, 1]])
+    """
+    (h, w), counts = _rle_counts(rle)
+    values = np.arange(len(counts)) % 2 == 1  # runs alternate, zeros first
+    flat = np.repeat(values, counts)
+    return flat.reshape((h, w), order="F")
+
+
+def rle_area(rle: Mapping) -> int:
+    """Number of foreground pixels of a COCO RLE (without decoding the mask).
+
+    Examples
+    --------
+    >>> rle_area({"size": [2, 2], "counts": "22"})
+    2
+    """
+    _, counts = _rle_counts(rle)
+    return int(sum(counts[1::2]))
+
+
+def _require(d: Mapping, keys: Sequence[str], *, name: str) -> None:
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise ValueError(f"{name} must have keys {list(keys)}, got none for {missing}")
+
+
+def _unique_ids(items: Sequence[Mapping], *, name: str) -> set:
+    ids = [it["id"] for it in items]
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 1:
+            # COCOeval treats id 0 as "no match", so ids start at 1
+            raise ValueError(f"{name} ids must be integers >= 1, got {i!r}")
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"{name} ids must be unique, got duplicates {dup[:10]}")
+    return set(ids)
+
+
+def _as_rle(segmentation: Any, *, size: tuple[int, int] | None, name: str) -> dict:
+    """Compressed RLE (str counts) from a mask array or an RLE dict."""
+    if isinstance(segmentation, Mapping):
+        (h, w), counts = _rle_counts(segmentation)
+        rle = {"size": [h, w], "counts": _compress_counts(counts)}
+    elif isinstance(segmentation, np.ndarray):
+        rle = rle_encode(segmentation)
+    else:
+        raise ValueError(
+            f"{name} must be a 2D mask array or an RLE dict, got {type(segmentation).__name__}"
+        )
+    if size is not None and tuple(rle["size"]) != size:
+        raise ValueError(f"{name} must have the image's size {list(size)}, got {rle['size']}")
+    return rle
+
+
+def _rle_bbox(rle: dict) -> list[float]:
+    mask = rle_decode(rle)
+    ids, boxes = instance_boxes(mask)
+    return box_to_coco(boxes[0]) if ids.size else [0.0, 0.0, 0.0, 0.0]
+
+
+def coco_dataset(
+    images: Sequence[Mapping], annotations: Sequence[Mapping], categories: Sequence[Mapping]
+) -> dict:
+    """Assemble and check a COCO detection/segmentation dataset dict.
+
+    Parameters
+    ----------
+    images : list of dict
+        Each with ``id`` (int >= 1), ``height``, ``width``; other keys (``file_name``...) kept.
+    annotations : list of dict
+        Each with ``image_id``, ``category_id`` and a ``segmentation`` (a 2D mask array or an
+        RLE dict) and/or a ``bbox`` ``[x, y, w, h]``. Filled in when absent: ``id``
+        (numbered on from the largest given), ``bbox`` (from the segmentation), ``area``
+        (pixel count of the segmentation, else ``w * h``), ``iscrowd`` = 0. Segmentations are
+        stored as RLE with ``str`` counts. Polygons are not accepted.
+    categories : list of dict
+        Each with ``id`` (int >= 1) and ``name``.
+
+    Returns
+    -------
+    dict
+        ``{"images", "annotations", "categories"}`` with fresh dicts (inputs are not
+        modified), loadable by ``pycocotools.coco.COCO``.
+
+    Raises
+    ------
+    ValueError
+        Missing keys, duplicate or non-positive ids, references to unknown images or
+        categories, a segmentation of another size than its image, a malformed bbox.
+
+    References
+    ----------
+    .. [1] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
+       :doi:`10.1007/978-3-319-10602-1_48`. Format: https://cocodataset.org/#format-data
+    """
+    images = [dict(im) for im in images]
+    categories = [dict(c) for c in categories]
+    for im in images:
+        _require(im, ("id", "height", "width"), name="images entries")
+    for c in categories:
+        _require(c, ("id", "name"), name="categories entries")
+    sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in images}
+    _unique_ids(images, name="images")
+    cat_ids = _unique_ids(categories, name="categories")
+
+    given = [a for a in annotations if "id" in a]
+    _unique_ids(given, name="annotations")
+    next_id = max((int(a["id"]) for a in given), default=0) + 1
+    out_anns = []
+    for k, ann in enumerate(annotations):
+        where = f"annotations[{k}]"
+        _require(ann, ("image_id", "category_id"), name=where)
+        if ann["image_id"] not in sizes:
+            raise ValueError(
+                f"{where} image_id must be one of the images' ids, got {ann['image_id']!r}"
+            )
+        if ann["category_id"] not in cat_ids:
+            raise ValueError(
+                f"{where} category_id must be one of {sorted(cat_ids)}, got {ann['category_id']!r}"
+            )
+        if "segmentation" not in ann and "bbox" not in ann:
+            raise ValueError(f"{where} must have a segmentation or a bbox, got neither")
+        new = dict(ann)
+        if "id" not in new:
+            new["id"] = next_id
+            next_id += 1
+        rle = None
+        if "segmentation" in ann:
+            rle = _as_rle(
+                ann["segmentation"], size=sizes[ann["image_id"]], name=f"{where} segmentation"
+            )
+            new["segmentation"] = rle
+        if "bbox" in ann:
+            new["bbox"] = box_to_coco(coco_to_box(ann["bbox"]))
+        else:
+            new["bbox"] = _rle_bbox(rle)
+        if "area" not in ann:
+            new["area"] = (
+                float(rle_area(rle)) if rle is not None else new["bbox"][2] * new["bbox"][3]
+            )
+        new.setdefault("iscrowd", 0)
+        out_anns.append(new)
+    return {"images": images, "annotations": out_anns, "categories": categories}
+
+
+def coco_results(
+    image_id: int,
+    boxes: Any,
+    scores: Any,
+    classes: Any,
+    *,
+    masks: Any = None,
+) -> list[dict]:
+    """Detections of one image in the COCO results format (for ``COCO.loadRes``).
+
+    Parameters
+    ----------
+    image_id : int
+    boxes : array_like, shape (N, 4)
+        segloc boxes ``(x0, y0, x1, y1)``.
+    scores : array_like, shape (N,)
+    classes : array_like of int, shape (N,)
+        COCO category ids.
+    masks : array_like, shape (N, H, W), or sequence of N masks or RLE dicts, optional
+        Adds ``"segmentation"`` as compressed RLE.
+
+    Returns
+    -------
+    list of dict
+        ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"[, "segmentation"]}``.
+
+    References
+    ----------
+    .. [1] COCO results format: https://cocodataset.org/#format-results
+
+    Examples
+    --------
+    >>> coco_results(3, [[2, 1, 5, 3]], [0.9], [1])
+    [{'image_id': 3, 'category_id': 1, 'bbox': [2.0, 1.0, 3.0, 2.0], 'score': 0.9}]
+    """
+    b = np.asarray(boxes, np.float64)
+    if b.size == 0:
+        b = b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), got {b.shape}")
+    s = np.asarray(scores, np.float64).reshape(-1)
+    c = np.asarray(classes).reshape(-1)
+    n = len(b)
+    if len(s) != n:
+        raise ValueError(f"scores must have one entry per box ({n}), got {len(s)}")
+    if len(c) != n:
+        raise ValueError(f"classes must have one entry per box ({n}), got {len(c)}")
+    if n and not np.issubdtype(c.dtype, np.integer):
+        raise TypeError(f"classes must be integers, got dtype {c.dtype}")
+    if masks is not None and len(masks) != n:
+        raise ValueError(f"masks must have one entry per box ({n}), got {len(masks)}")
+    out = []
+    for k in range(n):
+        res = {
+            "image_id": int(image_id),
+            "category_id": int(c[k]),
+            "bbox": box_to_coco(b[k]),
+            "score": float(s[k]),
+        }
+        if masks is not None:
+            m = masks[k]
+            res["segmentation"] = _as_rle(
+                m if isinstance(m, Mapping) else np.asarray(m), size=None, name=f"masks[{k}]"
+            )
+        out.append(res)
+    return out
+
+
+def masks_to_coco_annotations(
+    instances: Any,
+    class_of: Mapping[int, int] | None,
+    *,
+    image_id: int,
+    start_id: int = 1,
+    with_rle: bool = True,
+) -> list[dict]:
+    """COCO annotations, one per instance of a 2D instance map.
+
+    Parameters
+    ----------
+    instances : array_like of int, 2D
+        Instance map, 0 = background.
+    class_of : mapping or None
+        ``{instance_id: category_id}``; None puts every instance in category 1.
+    image_id : int
+    start_id : int, optional
+        Annotation id of the first instance (>= 1); the others follow in instance-id order.
+    with_rle : bool, optional
+        Add ``"segmentation"`` (compressed RLE, ``str`` counts).
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "image_id", "category_id", "bbox", "area", "iscrowd": 0,
+        "instance"[, "segmentation"]}``; ``area`` is the pixel count.
+
+    References
+    ----------
+    .. [1] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
+       :doi:`10.1007/978-3-319-10602-1_48`.
+
+    Examples
+    --------
+    >>> inst = np.zeros((3, 4), np.int32); inst[1, 1:3] = 5
+    >>> masks_to_coco_annotations(inst, None, image_id=1)[0]["bbox"]
+    [1.0, 1.0, 2.0, 1.0]
+    """
+    arr = check_labels(instances, name="instances", ndim=(2,))
+    start_id = check_int(start_id, name="start_id", minimum=1)
+    ids, boxes = instance_boxes(arr)
+    if class_of is not None:
+        missing = [int(i) for i in ids if int(i) not in class_of]
+        if missing:
+            raise ValueError(
+                f"class_of must give a class for every instance id, got none for {missing[:10]}"
+            )
+    h, w = arr.shape
+    out = []
+    for k, (i, box) in enumerate(zip(ids, boxes, strict=True)):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        crop = arr[y0:y1, x0:x1] == i
+        ann = {
+            "id": start_id + k,
+            "image_id": int(image_id),
+            "category_id": 1 if class_of is None else int(class_of[int(i)]),
+            "bbox": box_to_coco(box),
+            "area": float(crop.sum()),
+            "iscrowd": 0,
+            "instance": int(i),
+        }
+        if with_rle:
+            counts = _runs_in_box(crop, y0, x0, h, w)
+            ann["segmentation"] = {"size": [h, w], "counts": _compress_counts(counts)}
+        out.append(ann)
+    return out
+
+
+def detections_to_coco(
+    detections: Sequence[Mapping],
+    *,
+    image_id: int,
+    instances: Any = None,
+    category_ids: Mapping[int, int] | None = None,
+) -> list[dict]:
+    """Detections of one 2D image in the COCO results format (``COCO.loadRes``).
+
+    Parameters
+    ----------
+    detections : sequence of dict
+        With ``"box"``, ``"score"``, ``"class"`` (and ``"instance"`` when ``instances`` is
+        given), as the ``detections_from_*`` functions return.
+    image_id : int
+    instances : array_like of int, 2D, optional
+        The instance map the detections came from: adds each instance's mask as a compressed
+        COCO RLE ``"segmentation"``.
+    category_ids : mapping, optional
+        ``{class: COCO category id}``; default the class itself.
+
+    Returns
+    -------
+    list of dict
+        ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"[, "segmentation"]}``.
+
+    References
+    ----------
+    .. [1] COCO results format: https://cocodataset.org/#format-results
+
+    Examples
+    --------
+    >>> detections_to_coco([{"box": [2, 1, 5, 3], "score": 0.9, "class": 1}], image_id=7)
+    [{'image_id': 7, 'category_id': 1, 'bbox': [2.0, 1.0, 3.0, 2.0], 'score': 0.9}]
+    """
+    for k, d in enumerate(detections):
+        for key in ("box", "score", "class") + (("instance",) if instances is not None else ()):
+            if key not in d:
+                raise ValueError(f"detections[{k}] must have key {key!r}, got {sorted(d)}")
+    classes = [int(d["class"]) for d in detections]
+    if category_ids is not None:
+        missing = sorted({c for c in classes if c not in category_ids})
+        if missing:
+            raise ValueError(f"category_ids must map every class, got none for {missing}")
+        classes = [int(category_ids[c]) for c in classes]
+    boxes = np.array([d["box"] for d in detections], np.float64).reshape(-1, 4)
+    scores = np.array([d["score"] for d in detections], np.float64)
+    masks = None
+    if instances is not None:
+        # RLE straight from the instance map, one crop per instance (no full-size masks)
+        rle_of = {
+            a["instance"]: a["segmentation"]
+            for a in masks_to_coco_annotations(instances, None, image_id=image_id)
+        }
+        masks = []
+        for k, d in enumerate(detections):
+            if int(d["instance"]) not in rle_of:
+                raise ValueError(
+                    f"detections[{k}] names instance {d['instance']}, which instances lacks"
+                )
+            masks.append(rle_of[int(d["instance"])])
+    return coco_results(image_id, boxes, scores, np.asarray(classes, np.int64), masks=masks)
+
+
+def write_coco_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write COCO results or a COCO dataset as JSON, atomically (no half-written file).
+
+    Examples
+    --------
+    >>> import tempfile; d = tempfile.mkdtemp()
+    >>> write_coco_json(Path(d) / "r.json", []).read_text()
+    '[]'
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data))
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- box records
+
+
+def records_to_coco(records: Sequence[Mapping]) -> dict:
+    """COCO dataset of box records, as :mod:`segloc.localize.annotations` reads them.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        Each with ``image_path`` (or ``file_name``), ``height``, ``width``, ``boxes``
+        ``(N, 4)`` segloc boxes, ``classes`` (N names) and optionally ``difficult`` (N
+        flags, kept as ``iscrowd`` so that COCOeval neither rewards nor punishes them).
+
+    Returns
+    -------
+    dict
+        Images numbered 1.. in the given order (``file_name`` = the file's name),
+        categories 1.. for the sorted class names, one annotation per box.
+
+    Examples
+    --------
+    >>> rec = {"file_name": "a.png", "height": 4, "width": 6, "boxes": [[1, 1, 3, 2]],
+    ...        "classes": ["cat"]}
+    >>> d = records_to_coco([rec])
+    >>> d["annotations"][0]["bbox"], d["categories"]
+    ([1.0, 1.0, 2.0, 1.0], [{'id': 1, 'name': 'cat'}])
+    """
+    names = sorted({str(c) for r in records for c in r["classes"]})
+    images, annotations = [], []
+    for k, r in enumerate(records, start=1):
+        name = Path(r["image_path"]).name if "image_path" in r else str(r["file_name"])
+        images.append({"id": k, "file_name": name, "height": r["height"], "width": r["width"]})
+        boxes = np.asarray(r["boxes"], np.float64).reshape(-1, 4)
+        difficult = r.get("difficult")
+        difficult = [False] * len(boxes) if difficult is None else list(difficult)
+        for box, c, diff in zip(boxes, r["classes"], difficult, strict=True):
+            annotations.append(
+                {
+                    "image_id": k,
+                    "category_id": names.index(str(c)) + 1,
+                    "bbox": box_to_coco(box),
+                    "iscrowd": int(bool(diff)),
+                }
+            )
+    categories = [{"id": k + 1, "name": c} for k, c in enumerate(names)]
+    return coco_dataset(images, annotations, categories)
+
+
+def align_results(pred: Any, truth: Mapping, *, name: str = "predictions") -> list[dict]:
+    """COCO results of ``pred`` with image and category ids mapped onto ``truth``'s.
+
+    ``pred`` is a plain COCO results list (ids already those of the truth) or a document
+    with ``images``, ``categories`` and ``annotations`` (as ``segloc localize`` writes),
+    whose images are matched to the truth's by ``file_name`` and categories by ``name``; a
+    one-class prediction (a detector's generic "object") scores against a one-class truth.
+
+    Raises
+    ------
+    ValueError
+        ``pred`` is neither form, or names an image or category the truth lacks; ``name``
+        (the file) starts the message.
+    """
+    if isinstance(pred, list):
+        return pred
+    if not isinstance(pred, Mapping) or "annotations" not in pred or "images" not in pred:
+        raise ValueError(f"{name}: must be a COCO results list or a segloc localize file")
+    truth_ids = {im.get("file_name"): im["id"] for im in truth["images"]}
+    image_map = {}
+    for im in pred["images"]:
+        if im.get("file_name") not in truth_ids:
+            raise ValueError(f"{name}: image {im.get('file_name')!r} is not in the truth")
+        image_map[im["id"]] = truth_ids[im["file_name"]]
+    truth_cats = {c["name"]: c["id"] for c in truth["categories"]}
+    cat_map = {}
+    for c in pred.get("categories", []):
+        if c["name"] in truth_cats:
+            cat_map[c["id"]] = truth_cats[c["name"]]
+        elif len(truth_cats) == 1:
+            cat_map[c["id"]] = next(iter(truth_cats.values()))
+        else:
+            raise ValueError(f"{name}: category {c['name']!r} is not in the truth")
+    out = []
+    for r in pred["annotations"]:
+        try:
+            out.append(
+                {
+                    **r,
+                    "image_id": image_map[r["image_id"]],
+                    "category_id": cat_map.get(r["category_id"], r["category_id"]),
+                }
+            )
+        except (KeyError, TypeError):
+            raise ValueError(f"{name}: result names an image id not in its images") from None
+    return out
