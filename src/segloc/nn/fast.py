@@ -153,9 +153,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     ``torch.channels_last_3d`` (NDHWC) for a 3D one; a model without, or with a 1D one, is
     left as it is. Convolutions follow their weights' layout, so the whole network then
     computes channels-last whatever the input's layout [2]_, with the default layout's
-    values up to rounding. On this 2-core CPU a bf16 training step of a base-32 U-Net runs
-    1.41x faster, of a U-Net++ 1.75x, of the V-Net 1.06x (``python benchmarks/models.py
-    --mode train``).
+    values up to rounding. Measured speed-ups: docs/results.md.
 
     Returns
     -------

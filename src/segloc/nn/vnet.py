@@ -212,10 +212,9 @@ class VNet(nn.Module):
 
     Notes
     -----
-    On CPU, training is several times faster in channels-last layout (oneDNN's 3D convolution
-    backward pass): ``net.to(memory_format=torch.channels_last_3d)`` and
-    ``x.contiguous(memory_format=torch.channels_last_3d)``; about 5x for the weight gradient of
-    a 5x5x5 convolution on a 48x64x48 volume, measured with PyTorch 2.13.
+    On CPU, oneDNN's 3D convolutions can train faster in channels-last layout:
+    ``net.to(memory_format=torch.channels_last_3d)`` and
+    ``x.contiguous(memory_format=torch.channels_last_3d)``. Measured figures: docs/results.md.
 
     Examples
     --------
