@@ -534,7 +534,7 @@ def test_failed_write_leaves_no_file_and_no_temp_file(tmp_path, monkeypatch, nam
         Path(tmp).write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, saver, broken)
+    monkeypatch.setattr(io.write, saver, broken)
     with pytest.raises(OSError, match="disk full"):
         io.write_image(tmp_path / name, np.zeros((4, 4), np.uint8))
     with pytest.raises(OSError, match="disk full"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -341,6 +342,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from segloc import io
     from segloc.evaluate import (
         CLASSICAL,
         classical_segmenter,
@@ -348,7 +350,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         comparison_table,
         model_segmenter,
         select_cases,
-        write_table,
     )
 
     specs = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -402,9 +403,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = comparison_table(results)
     _print_table(rows, "method")
     out = Path(args.output)
-    write_table(rows, out / "compare.csv")
+    io.write_csv(out / "compare.csv", rows, missing=math.nan)
     long = [{"method": m, **r} for m, ev in results.items() for r in ev.rows]
-    write_table(long, out / "compare_cases.csv")
+    io.write_csv(out / "compare_cases.csv", long, missing=math.nan)
     print(f"{len(cases)} case(s), {len(rows)} method(s) -> {out}/compare.csv, compare_cases.csv")
     return 0
 

@@ -6,8 +6,6 @@ mean / std / median over cases. Files are matched by name (:func:`segloc.io.matc
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 import math
 import os
@@ -124,18 +122,8 @@ class Evaluation:
 
     def to_csv(self, path: str | os.PathLike) -> Path:
         """Write per-case rows then mean/std/median rows, atomically."""
-        cols = ["case", *self.columns]
-        buf = _io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({k: _fmt(row.get(k, math.nan)) for k in cols})
-        for stat, values in self.summary().items():
-            if stat != "n":
-                writer.writerow({"case": stat, **{k: _fmt(v) for k, v in values.items()}})
-        with atomic_path(path) as tmp:
-            tmp.write_text(buf.getvalue())
-        return Path(path)
+        summary = [{"case": s, **v} for s, v in self.summary().items() if s != "n"]
+        return io.write_csv(path, [*self.rows, *summary], missing=math.nan)
 
     def to_json(self, path: str | os.PathLike) -> Path:
         """Write ``{"cases": rows, "summary": ..., "unmatched": ...}`` (nan as null), atomically."""
@@ -149,10 +137,6 @@ class Evaluation:
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(doc, indent=2))
         return Path(path)
-
-
-def _fmt(v):
-    return f"{v:.6g}" if isinstance(v, float) else v
 
 
 def _json_value(v):
@@ -480,18 +464,3 @@ def comparison_table(results: dict[str, Evaluation]) -> list[dict]:
         mean = ev.summary()["mean"]
         rows.append({"method": name, "cases": len(ev.rows), **mean})
     return rows
-
-
-def write_table(rows: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Write rows of dicts as CSV (columns in first-seen order, floats to 6 digits), atomically."""
-    cols: list[str] = []
-    for row in rows:
-        cols += [k for k in row if k not in cols]
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k, math.nan)) for k in cols})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-    return Path(path)

@@ -42,7 +42,6 @@ References
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
 import inspect
@@ -74,6 +73,7 @@ from segloc.engine.data import (
     split_cases,
     worker_init_fn,
 )
+from segloc.io import write_csv
 from segloc.metrics import overlap_scores
 from segloc.nn import create_model, list_models
 from segloc.nn.checkpoint import save_checkpoint
@@ -94,7 +94,6 @@ __all__ = [
     "save_training_state",
     "set_rng_state",
     "train",
-    "write_metrics_csv",
 ]
 
 STATE_FILE = "state.pt"
@@ -222,27 +221,8 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def write_metrics_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write one CSV row per dict (columns: union of keys in first-seen order), atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    text = _io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(v) for k, v in row.items()})
-    return _write_bytes(path, text.getvalue().encode())
-
-
 def _write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_bytes(data))
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return value
 
 
 def lr_factor(schedule: str, progress: float) -> float:
@@ -1273,7 +1253,7 @@ def _write_outputs(
         model,
         extra={**extra, "epoch": epoch, "val_dice": last.get("val_dice")},
     )
-    write_metrics_csv(out / "metrics.csv", history)
+    write_csv(out / "metrics.csv", history)
     curves: dict[str, list[float]] = {"train loss": [r["train_loss"] for r in history]}
     dice_rows = [r.get("val_dice", float("nan")) for r in history]
     if any(np.isfinite(dice_rows)):

@@ -542,6 +542,7 @@ def train_localizer(
 
     from segloc.engine import train as engine
     from segloc.engine.data import BoxDataset
+    from segloc.io import write_csv
     from segloc.viz import plot_curves
 
     if epochs is None and time_budget is None:
@@ -696,7 +697,7 @@ def train_localizer(
         if row["val_mean_iou"] > best:
             best = row["val_mean_iou"]
             save_localizer(out / "best.safetensors", model, extra=extra)
-        engine.write_metrics_csv(out / "metrics.csv", history)
+        write_csv(out / "metrics.csv", history)
         plot_curves(
             {
                 "train loss": [r["train_loss"] for r in history],

@@ -1,0 +1,46 @@
+"""Reading and writing images, volumes and masks.
+
+One entry point per direction: :func:`read_image` / :func:`read_mask` and
+:func:`write_image` / :func:`write_mask`. The format comes from the file name
+(then from the first bytes when the suffix is unknown); a directory is a DICOM
+series.
+
+Array layout follows ``docs/conventions.md``: 2D images are ``(rows, cols)`` or
+``(rows, cols, channels)``; volumes are ``(rows, cols, slices)`` -- NIfTI and NRRD
+in the voxel order their readers give (first index = first file axis), multi-page
+TIFF and DICOM series stacked along the last axis.
+
+World coordinates: :attr:`ImageMeta.affine` maps a 0-based array index
+``(i, j, k, 1)`` to RAS+ millimetres, as nibabel's ``img.affine`` does. NRRD
+files stating a left-posterior-superior space and DICOM (whose patient system is
+LPS) are converted on reading and back on writing, so an affine read from any of
+them can be written to any other.
+
+Every write is atomic (:func:`segloc._validation.atomic_path`): a reader never sees
+a half-written file, and a failed write leaves the target as it was.
+
+File problems raise :class:`ImageReadError` (a ``ValueError``) whose message starts
+with the path.
+"""
+
+from segloc.io.files import case_stem, check_compatible, list_images, match_files
+from segloc.io.formats import ImageMeta, ImageReadError, is_lossy
+from segloc.io.masks import interpret_mask, read_mask
+from segloc.io.read import read_image
+from segloc.io.write import write_csv, write_image, write_mask
+
+__all__ = [
+    "ImageMeta",
+    "ImageReadError",
+    "case_stem",
+    "check_compatible",
+    "interpret_mask",
+    "is_lossy",
+    "list_images",
+    "match_files",
+    "read_image",
+    "read_mask",
+    "write_csv",
+    "write_image",
+    "write_mask",
+]
