@@ -546,10 +546,6 @@ def test_every_function_rejects_bool_nan_bad_shape(func):
         (lambda im: th.apply_thresholds(im, ["a"]), TypeError, "thresholds must be numbers"),
         (lambda im: th.threshold_fixed(im, np.nan), ValueError, "value must be finite"),
         (lambda im: th.threshold_fixed(im, None), TypeError, "value must be a real number"),
-        (lambda im: th.segment_threshold(im, "sauvola"), ValueError, "method must be one of"),
-        (lambda im: th.segment_threshold(im, "fixed"), TypeError, "needs the keyword argument"),
-        (lambda im: th.segment_threshold(im, "hysteresis", low=1), TypeError, "low and high"),
-        (lambda im: th.segment_threshold(im, "otsu", classes=3), TypeError, "classes"),
     ],
 )
 def test_bad_arguments(call, error, match):
@@ -656,60 +652,8 @@ def test_integer_comparison_in_own_dtype_equals_float_comparison(dtype):
         info.max + 10.0,
     ):
         expected = np.array([[int(v) > t for v in image.ravel()]])
-        np.testing.assert_array_equal(th._greater(image, t), expected, err_msg=f"t={t}")
+        np.testing.assert_array_equal(th.apply_threshold(image, t), expected, err_msg=f"t={t}")
         np.testing.assert_array_equal(th.threshold_fixed(image, t), expected, err_msg=f"t={t}")
-
-
-# ----------------------------------------------------------------------------------------------
-# segment_threshold and the package dispatcher
-
-
-@pytest.mark.parametrize(
-    ("method", "kwargs", "expected"),
-    [
-        ("fixed", {"value": 100}, lambda im: im > 100),
-        ("otsu", {}, lambda im: im > skf.threshold_otsu(im)),
-        ("li", {}, lambda im: im > skf.threshold_li(im)),
-        ("yen", {}, lambda im: im > skf.threshold_yen(im)),
-        ("triangle", {"nbins": 256}, lambda im: im > skf.threshold_triangle(im)),
-        (
-            "multiotsu",
-            {"classes": 3},
-            lambda im: np.digitize(im, skf.threshold_multiotsu(im, classes=3)),
-        ),
-        (
-            "local",
-            {"block_size": 15, "offset": 1.0},
-            lambda im: im > skf.threshold_local(im, 15, offset=1.0),
-        ),
-        (
-            "local",
-            {"block_size": 15, "local_method": "mean"},
-            lambda im: im > skf.threshold_local(im, 15, "mean"),
-        ),
-        (
-            "hysteresis",
-            {"low": 90, "high": 150},
-            lambda im: skf.apply_hysteresis_threshold(im, 90, 150),
-        ),
-    ],
-)
-def test_segment_threshold(method, kwargs, expected):
-    image = make_image("uint8", (48, 40), 0)
-    got = th.segment_threshold(image, method, **kwargs)
-    want = expected(image)
-    assert got.dtype == (np.int32 if method == "multiotsu" else bool)
-    np.testing.assert_array_equal(got, want)
-
-
-def test_package_segment_uses_these_functions():
-    from segloc.classical import segment
-
-    image = make_image("uint8", (48, 40), 1)
-    np.testing.assert_array_equal(segment(image, "otsu"), th.segment_threshold(image, "otsu"))
-    np.testing.assert_array_equal(
-        segment(image, "multiotsu", classes=4), th.segment_threshold(image, "multiotsu", classes=4)
-    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from segloc import __version__
+from segloc.classical import METHODS as CLASSICAL_METHODS
 
 COORDS_HELP = (
     "Coordinates: points are x,y[,z] = column,row[,slice] (what image viewers show); "
@@ -76,34 +77,13 @@ def _mask_suffix(path: Path) -> str:
     return ".png"
 
 
-def _to_grey(image: np.ndarray, channel: int | None, path: Path) -> np.ndarray:
-    if channel is not None:
-        if image.ndim != 3 or image.shape[-1] > 4:
-            raise UsageError(f"{path}: --channel needs a colour image, got shape {image.shape}")
-        if not 0 <= channel < image.shape[-1]:
-            raise UsageError(
-                f"{path}: --channel must be in 0..{image.shape[-1] - 1}, got {channel}"
-            )
-        return image[..., channel]
-    return image
-
-
-def _is_colour(image: np.ndarray, path: Path) -> bool:
-    # (H, W, 3|4) arrays from 2D image files are colour; volumes have many more slices
-    return (
-        image.ndim == 3
-        and image.shape[-1] in (3, 4)
-        and not str(path).lower().endswith((".nii", ".nii.gz", ".nrrd"))
-        and not path.is_dir()
-    )
-
-
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from segloc import io, masks, viz
-    from segloc.classical import segment
+    from segloc.classical import METHODS, segment
+    from segloc.color import to_grey
 
     inputs = [Path(p) for p in args.images]
     outs = _output_paths(inputs, Path(args.output) if args.output else None, _mask_suffix)
@@ -115,22 +95,23 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seeds = args.seeds or None
     # read and check everything first, so a bad input leaves no partial outputs behind
     loaded = [io.read_image(p) for p in inputs]
-    for path, (image, _) in zip(inputs, loaded, strict=True):
-        if seeds:
-            for s in seeds:
-                grey_ndim = image.ndim - (1 if _is_colour(image, path) else 0)
-                if len(s) != grey_ndim:
-                    raise UsageError(
-                        f"{path}: seed {s} has {len(s)} coordinates for a {grey_ndim}D image"
-                    )
+    for path, (image, meta) in zip(inputs, loaded, strict=True):
+        grey_ndim = image.ndim - (1 if meta.is_colour else 0)
+        for s in seeds or ():
+            if len(s) != grey_ndim:
+                raise UsageError(
+                    f"{path}: seed {s} has {len(s)} coordinates for a {grey_ndim}D image"
+                )
+        if args.channel is not None and not meta.is_colour:
+            raise UsageError(f"{path}: --channel needs a colour image, got shape {image.shape}")
     results = []
     for path, (image, meta) in zip(inputs, loaded, strict=True):
-        image = _to_grey(image, args.channel, path)
-        colour = _is_colour(image, path)
-        if colour and args.method not in ("region-grow", "kmeans"):
-            from skimage.color import rgb2gray
-
-            image = rgb2gray(image[..., :3])
+        colour = meta.is_colour
+        if colour and (args.channel is not None or not METHODS[args.method].colour):
+            try:
+                image = to_grey(image, channel=args.channel)
+            except ValueError as err:
+                raise UsageError(f"{path}: --{err}") from None
             colour = False
         result = segment(
             image,
@@ -896,24 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, NIfTI, NRRD) or DICOM folders"
     )
-    p.add_argument(
-        "--method",
-        required=True,
-        choices=[
-            "fixed",
-            "otsu",
-            "li",
-            "yen",
-            "triangle",
-            "multiotsu",
-            "local",
-            "hysteresis",
-            "region-grow",
-            "srg",
-            "confidence",
-            "kmeans",
-        ],
-    )
+    p.add_argument("--method", required=True, choices=list(CLASSICAL_METHODS))
     p.add_argument(
         "-o",
         "--output",

@@ -18,6 +18,7 @@ from scipy import ndimage as ndi
 
 from segloc import coco, instances, io, masks, metrics, viz
 from segloc.classical import clustering, region_growing, threshold
+from segloc.color import to_grey
 
 
 @dataclass
@@ -90,14 +91,6 @@ def ph2_cases(root: Path, limit: int) -> Iterator[Case]:
 # --------------------------------------------------------------------------- methods
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 3 and image.shape[-1] == 3:
-        from skimage.color import rgb2gray
-
-        return rgb2gray(image)
-    return image
-
-
 def field_of_view(grey: np.ndarray) -> np.ndarray:
     """Pixels inside a dermoscope's circular field of view.
 
@@ -118,7 +111,7 @@ def _lesion_cleanup(mask: np.ndarray, fov: np.ndarray) -> np.ndarray:
 
 def lesion_multiotsu(case: Case) -> np.ndarray:
     """Darkest of three multi-Otsu classes, thresholds computed inside the field of view."""
-    grey = _grey(case.image)
+    grey = to_grey(case.image)
     fov = field_of_view(grey)
     t = threshold.threshold_multiotsu(grey[fov][None], classes=3)
     return _lesion_cleanup(grey < t[0], fov)
@@ -126,7 +119,7 @@ def lesion_multiotsu(case: Case) -> np.ndarray:
 
 def lesion_kmeans(case: Case) -> np.ndarray:
     """Darker of two Lab k-means clusters (lesion vs skin) fitted inside the field of view."""
-    fov = field_of_view(_grey(case.image))
+    fov = field_of_view(to_grey(case.image))
     fit = clustering.kmeans_color(case.image[fov][None], 2, color_space="lab", seed=0)
     labels = np.full(fov.shape, -1, np.int32)
     labels[fov] = fit.labels[0]

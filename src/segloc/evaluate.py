@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from segloc import io, metrics
-from segloc._validation import atomic_path
+from segloc._validation import atomic_path, check_choice
+from segloc.classical import METHODS
 
 #: per-class scores computed for every case
 SCORES = ("dice", "iou", "hd95")
@@ -200,8 +201,9 @@ def evaluate_paths(
 # Scoring a model (or a classical method) on a dataset folder: predict each case, score it
 # against its label file, keep the best and worst case for a picture.
 
-#: classical methods :func:`compare_methods` accepts (see :func:`classical_segmenter`)
-CLASSICAL = ("otsu", "li", "yen", "triangle", "multiotsu", "kmeans", "srg", "confidence")
+#: classical methods :func:`compare_methods` accepts: those of :data:`segloc.classical.METHODS`
+#: that run with no user input (:func:`classical_segmenter`)
+CLASSICAL = tuple(name for name, method in METHODS.items() if method.unattended)
 
 
 def load_split(run: str | os.PathLike) -> dict[str, list[str]]:
@@ -237,7 +239,6 @@ def select_cases(
     ValueError
         ``split`` given without ``run``, or no case of the split is in ``data``.
     """
-    from segloc._validation import check_choice
     from segloc.engine.data import find_cases
 
     check_choice(split, ("all", "train", "val"), name="split")
@@ -270,7 +271,7 @@ def trained_on(cases: Sequence, run: str | os.PathLike | None) -> list[str]:
 
 def _as_read(image_cf: np.ndarray, meta: io.ImageMeta) -> np.ndarray:
     """Undo :func:`segloc.engine.data.load_case`'s channels-first layout."""
-    return np.moveaxis(image_cf, 0, -1) if "channels" in meta.header else image_cf[0]
+    return np.moveaxis(image_cf, 0, -1) if meta.is_colour else image_cf[0]
 
 
 @dataclass
@@ -364,68 +365,18 @@ def model_segmenter(predictor):
     return run
 
 
-def _interior_point(region: np.ndarray) -> tuple[int, ...] | None:
-    """The pixel of ``region`` farthest from its border (None for an empty region)."""
-    from scipy import ndimage as ndi
-
-    if not region.any():
-        return None
-    dist = ndi.distance_transform_edt(region)
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(dist)), region.shape))
-
-
 def classical_segmenter(method: str, *, num_classes: int = 2):
-    """``(image, meta) -> class indices`` running a classical method with no user input.
+    """``(image, meta) -> class indices`` running a classical method with no user input
+    (:func:`segloc.classical.segment_unattended`); colour images are made grey first
+    (:func:`segloc.color.to_grey`)."""
+    from segloc.classical import check_unattended, segment_unattended
+    from segloc.color import to_grey
 
-    Classes follow intensity order (class 0 = darkest): threshold methods (``otsu``, ``li``,
-    ``yen``, ``triangle``; two classes only) give class 1 above the threshold, ``multiotsu``
-    and ``kmeans`` give ``num_classes`` classes ordered by intensity. The seeded methods get
-    automatic seeds, since a dataset has no clicked points: ``srg`` one seed per multi-Otsu
-    class, at the pixel of that class farthest from the class border (its most typical,
-    interior pixel), region ``i`` becoming class ``i``; ``confidence`` one seed at the interior
-    point of the brightest Otsu class, growing class 1. The truth is never looked at, so a
-    dataset whose foreground is darker than its background scores badly -- an honest result
-    for a method that cannot know. Colour images are converted to grey (luminance).
-    """
-    from skimage.color import rgb2gray
-
-    from segloc._validation import check_choice
-    from segloc.classical import segment
-
-    check_choice(method, CLASSICAL, name="method")
-    if method in ("otsu", "li", "yen", "triangle", "confidence") and num_classes != 2:
-        raise ValueError(
-            f"method {method!r} gives 2 classes, got num_classes={num_classes}; "
-            "use multiotsu, kmeans or srg"
-        )
+    check_unattended(method, num_classes)
 
     def run(image: np.ndarray, meta: io.ImageMeta) -> np.ndarray:
-        # grey images keep their dtype: histogram-based thresholds bin integers exactly
-        grey = rgb2gray(image[..., :3]) if "channels" in meta.header else np.asarray(image)
-        if method == "multiotsu":
-            return segment(grey, "multiotsu", classes=num_classes)
-        if method == "kmeans":
-            return segment(grey, "kmeans", k=num_classes)
-        if method in ("srg", "confidence"):
-            from segloc.classical.threshold import apply_thresholds, threshold_multiotsu
-
-            if num_classes == 2 or method == "confidence":
-                from segloc.classical.threshold import threshold_otsu
-
-                classes = (grey > threshold_otsu(grey)).astype(np.int32)
-            else:
-                classes = apply_thresholds(grey, threshold_multiotsu(grey, classes=num_classes))
-            if method == "confidence":
-                seed = _interior_point(classes == 1)
-                if seed is None:
-                    return np.zeros(grey.shape, np.int32)
-                return segment(grey, "confidence", seeds=[seed]).astype(np.int32)
-            seeds = [_interior_point(classes == c) for c in range(num_classes)]
-            present = [(c, s) for c, s in enumerate(seeds) if s is not None]
-            regions = segment(grey, "srg", seeds=[s for _, s in present])
-            lut = np.array([0] + [c for c, _ in present], np.int32)  # region i+1 -> class
-            return lut[regions]
-        return segment(grey, method).astype(np.int32)
+        grey = to_grey(image) if meta.is_colour else np.asarray(image)
+        return segment_unattended(grey, method, num_classes=num_classes)
 
     return run
 

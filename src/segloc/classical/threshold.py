@@ -58,12 +58,8 @@ __all__ = [
     "threshold_local",
     "apply_hysteresis_threshold",
     "apply_thresholds",
-    "segment_threshold",
-    "METHODS",
+    "apply_threshold",
 ]
-
-#: method names accepted by :func:`segment_threshold`
-METHODS = ("fixed", "otsu", "multiotsu", "li", "yen", "triangle", "local", "hysteresis")
 
 #: integer images spanning more values than this are binned with ``nbins`` like floats
 _MAX_INTEGER_BINS = 2**20
@@ -290,12 +286,18 @@ def _histogram(image: np.ndarray, nbins: int) -> _Hist:
     return _Hist(counts.astype(np.int64), None, (edges[:-1] + edges[1:]) / 2)
 
 
-def _greater(image: np.ndarray, t: float) -> np.ndarray:
-    """``image > t`` for a scalar ``t``; integer images compare in their own dtype.
+def apply_threshold(image: Any, t: float) -> np.ndarray:
+    """The bool mask ``image > t`` for a scalar threshold ``t``.
 
-    Comparing a uint8 image with a Python float converts every pixel to float64 (6x slower on
-    a 4096 x 4096 image); for an integer ``x``, ``x > t`` is ``x > floor(t)``.
+    Integer images compare in their own dtype: comparing a uint8 image with a Python float
+    converts every pixel to float64; for an integer ``x``, ``x > t`` is ``x > floor(t)``.
+
+    Examples
+    --------
+    >>> apply_threshold(np.array([1, 2, 3], np.uint8), 1.5)
+    array([False,  True,  True])
     """
+    image = np.asarray(image)
     if not np.issubdtype(image.dtype, np.integer):
         return image > t
     info = np.iinfo(image.dtype)
@@ -349,7 +351,7 @@ def threshold_fixed(image: Any, value: float) -> np.ndarray:
            [ True, False]])
     """
     image = _check_grey(image)
-    return _greater(image, _check_real(value, name="value"))
+    return apply_threshold(image, _check_real(value, name="value"))
 
 
 def threshold_otsu(image: Any, *, nbins: int = 256) -> float:
@@ -825,8 +827,8 @@ def apply_hysteresis_threshold(
         raise ValueError(f"low must be <= high, got low={low:g} and high={high:g}")
     rank = check_connectivity(connectivity, image.ndim)
     structure = ndi.generate_binary_structure(image.ndim, rank)
-    labels, _ = ndi.label(_greater(image, low), structure=structure)
-    keep = np.unique(labels[_greater(image, high)])
+    labels, _ = ndi.label(apply_threshold(image, low), structure=structure)
+    keep = np.unique(labels[apply_threshold(image, high)])
     # label 0 is the background; it is never above high because high >= low
     lut = np.zeros(labels.max() + 1, dtype=bool)
     lut[keep] = True
@@ -877,62 +879,3 @@ def apply_thresholds(image: Any, thresholds: Sequence[float] | np.ndarray) -> np
     if np.any(np.diff(t) < 0):
         raise ValueError(f"thresholds must be non-decreasing, got {t.tolist()}")
     return np.digitize(image, t).astype(np.int32)
-
-
-def segment_threshold(image: Any, method: str = "otsu", **kwargs: Any) -> np.ndarray:
-    """Threshold ``image`` by a named method; a bool mask, or an int32 label map for multi-Otsu.
-
-    ``"fixed"`` needs ``value``; ``"local"`` needs ``block_size`` (and takes ``method`` of
-    :func:`threshold_local` as ``local_method``); ``"hysteresis"`` needs ``low`` and ``high``.
-    Other keyword arguments go to the method's function.
-
-    Parameters
-    ----------
-    image : array_like, shape (rows, cols) or (rows, cols, slices)
-        Grey image or volume, any numeric dtype (not bool).
-    method : {"fixed", "otsu", "multiotsu", "li", "yen", "triangle", "local", "hysteresis"}
-        ``"multiotsu"`` returns :func:`apply_thresholds` of :func:`threshold_multiotsu`; the
-        others return ``image > threshold`` (per pixel for ``"local"``) or the hysteresis mask.
-    **kwargs
-        Options of the chosen function.
-
-    Returns
-    -------
-    ndarray of bool, or of int32 for ``"multiotsu"``, same shape as ``image``
-
-    References
-    ----------
-    .. [1] Sezgin, M. and Sankur, B., "Survey over Image Thresholding Techniques and
-           Quantitative Performance Evaluation", Journal of Electronic Imaging 13(1):
-           146-165, 2004. :doi:`10.1117/1.1631315`
-
-    Examples
-    --------
-    >>> image = np.array([[10, 11, 12], [50, 51, 52]], dtype=np.uint8)
-    >>> segment_threshold(image, "otsu")
-    array([[False, False, False],
-           [ True,  True,  True]])
-    """
-    check_choice(method, METHODS, name="method")
-    if method == "fixed":
-        if "value" not in kwargs:
-            raise TypeError("method 'fixed' needs the keyword argument value")
-        return threshold_fixed(image, **kwargs)
-    if method == "hysteresis":
-        if "low" not in kwargs or "high" not in kwargs:
-            raise TypeError("method 'hysteresis' needs the keyword arguments low and high")
-        return apply_hysteresis_threshold(image, **kwargs)
-    if method == "multiotsu":
-        return apply_thresholds(image, threshold_multiotsu(image, **kwargs))
-    if method == "local":
-        if "local_method" in kwargs:
-            kwargs["method"] = kwargs.pop("local_method")
-        return np.asarray(image) > threshold_local(image, **kwargs)
-    func = {
-        "otsu": threshold_otsu,
-        "li": threshold_li,
-        "yen": threshold_yen,
-        "triangle": threshold_triangle,
-    }[method]
-    t = func(image, **kwargs)
-    return _greater(np.asarray(image), t)

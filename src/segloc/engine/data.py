@@ -234,7 +234,7 @@ def _apply_mapping(labels: np.ndarray, label_mapping: Mapping[int, int]) -> np.n
 
 
 def _channels_first(image: np.ndarray, meta: ImageMeta) -> np.ndarray:
-    if "channels" in meta.header:  # a colour 2D image (rows, cols, 3|4): alpha dropped
+    if meta.is_colour:  # a colour 2D image (rows, cols, 3|4): alpha dropped
         return np.moveaxis(image[..., :3], -1, 0)
     return image[None]
 

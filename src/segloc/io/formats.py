@@ -41,6 +41,11 @@ class ImageMeta:
     affine: np.ndarray | None = None
     header: dict = field(default_factory=dict)
 
+    @property
+    def is_colour(self) -> bool:
+        """True for a colour 2D image, read as ``(rows, cols, 3|4)``."""
+        return "channels" in self.header
+
 
 _SUFFIXES = {
     ".png": "png",

@@ -222,6 +222,6 @@ def read_mask(
         channel=channel,
         lossy=meta.format in _LOSSY,
         path=path,
-        is_color="channels" in meta.header,
+        is_color=meta.is_colour,
     )
     return mask, meta

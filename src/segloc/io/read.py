@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from segloc.color import to_grey
 from segloc.io.formats import (
     _LPS_TO_RAS,
     _NRRD_SPACE_SIGNS,
@@ -71,8 +72,8 @@ def read_image(path: str | os.PathLike, *, as_gray: bool = False) -> tuple[np.nd
     ([[0, 7]], 'png', (1.0, 1.0))
     """
     image, meta = _read(Path(path))
-    if as_gray and "channels" in meta.header:
-        image = _rgb_to_gray(image)
+    if as_gray and meta.is_colour:
+        image = to_grey(image)
     return image, meta
 
 
@@ -96,14 +97,6 @@ def _read(path: Path, *, palette_indices: bool = False) -> tuple[np.ndarray, Ima
         raise
     except Exception as exc:  # every library has its own exceptions; keep the path
         raise _library_error(path, exc) from exc
-
-
-def _rgb_to_gray(image: np.ndarray) -> np.ndarray:
-    # the weights and the [0, 1] scaling of skimage.color.rgb2gray (ITU-R BT.709)
-    rgb = image[..., :3]
-    if np.issubdtype(rgb.dtype, np.integer):
-        rgb = rgb / float(np.iinfo(rgb.dtype).max)
-    return rgb.astype(np.float64) @ np.array([0.2125, 0.7154, 0.0721])
 
 
 def _pillow_open(path: Path):
