@@ -63,7 +63,7 @@ def conv(c_in: int, c_out: int, k: int, dims: int = 3) -> int:
 #   final 1x1x1 conv 32 -> 2: 32*2 + 2                                     =         66
 #   total = 2,016 + 256,064 + 1,536,192 + 6,144,384 + 24,576,768 + 348,640 + 434,416
 #           + 31,873,312 + 66                                              = 65,171,858
-# (the figure /work/shared/REFERENCES.md derives). PReLU slopes: one per channel of each
+# (derived from the paper's Fig. 1, which prints no count). PReLU slopes: one per channel of each
 # PReLU = left 16*1 + 32*2 + 64*3 + 128*3 + 256*3 = 1,424, after down-convs 32+64+128+256 = 480,
 # after up-convs 128+64+32+16 = 240, right 256*3 + 128*3 + 64*2 + 32*1 = 1,312: 3,456 in all;
 # shared: one per PReLU layer, 12 + 4 + 4 + 9 = 29.

@@ -29,6 +29,7 @@ __all__ = [
     "Down",
     "Up",
     "center_crop",
+    "check_divisible",
     "conv_nd",
     "conv_transpose_nd",
     "max_pool_nd",
@@ -85,6 +86,23 @@ def norm_nd(kind: str | None, dims: int, channels: int) -> nn.Module:
     if kind == "batch":
         return {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](channels)
     return {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dims](channels, affine=True)
+
+
+def check_divisible(x: torch.Tensor, factor: int, *, dims: int) -> None:
+    """Raise ValueError unless ``x`` is ``(B, C, *spatial)`` with ``dims`` spatial axes, each
+    divisible by ``factor``; the message gives the padded size to use."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != dims + 2:
+        axes = "(B, C, H, W)" if dims == 2 else "(B, C, D, H, W)"
+        raise ValueError(f"x must be {dims + 2}D {axes}, got shape {tuple(x.shape)}")
+    size = tuple(x.shape[2:])
+    if any(s % factor for s in size):
+        fixed = tuple(-(-s // factor) * factor for s in size)
+        raise ValueError(
+            f"input size {'x'.join(map(str, size))} is not divisible by {factor}: "
+            f"pad to {'x'.join(map(str, fixed))}"
+        )
 
 
 def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

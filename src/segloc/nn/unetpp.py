@@ -59,32 +59,12 @@ import torch
 from torch import nn
 
 from segloc._validation import check_choice, check_int
-from segloc.nn.vnet import check_divisible
+from segloc.nn.blocks import NORMS, ConvBlock, check_divisible
 
 __all__ = ["UNetPlusPlus"]
 
-NORMS = (None, "batch", "instance")
 UPSAMPLES = ("transpose", "bilinear")
 INFERENCES = ("accurate", "fast")
-
-
-def _conv_block(
-    in_channels: int, out_channels: int, *, dims: int, norm: str | None
-) -> nn.Sequential:
-    """H: two 3x3 convolutions, each followed by optional normalisation and ReLU."""
-    conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
-    layers: list[nn.Module] = []
-    for c_in in (in_channels, out_channels):
-        # a normalisation subtracts the channel mean, which would cancel a bias
-        layers.append(conv(c_in, out_channels, 3, padding=1, bias=norm is None))
-        if norm == "batch":
-            layers.append({2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](out_channels))
-        elif norm == "instance":
-            layers.append(
-                {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dims](out_channels, affine=True)
-            )
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class UNetPlusPlus(nn.Module):
@@ -198,7 +178,11 @@ class UNetPlusPlus(nn.Module):
                         c_up = width[i + 1]
                     setattr(self, f"up_{i}_{j}", u)
                     c_in = j * width[i] + c_up  # [x^{i,0} .. x^{i,j-1}, U(x^{i+1,j-1})]
-                setattr(self, f"x_{i}_{j}", _conv_block(c_in, width[i], dims=dims, norm=norm))
+                setattr(
+                    self,
+                    f"x_{i}_{j}",
+                    ConvBlock(c_in, width[i], dims=dims, padding="same", norm=norm),
+                )
         conv = {2: nn.Conv2d, 3: nn.Conv3d}[dims]
         self.head_ids = list(range(1, prune + 1)) if deep_supervision else [prune]
         for j in self.head_ids:

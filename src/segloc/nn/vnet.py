@@ -67,40 +67,11 @@ import torch
 from torch import nn
 
 from segloc._validation import check_choice, check_int
+from segloc.nn.blocks import NORMS, check_divisible, conv_nd, conv_transpose_nd, norm_nd
 
-__all__ = ["VNet", "check_divisible"]
+__all__ = ["VNet"]
 
-NORMS = (None, "batch", "instance")
 PRELUS = ("channel", "shared")
-
-
-def check_divisible(x: torch.Tensor, factor: int, *, dims: int) -> None:
-    """Raise ValueError unless ``x`` is ``(B, C, *spatial)`` with ``dims`` spatial axes, each
-    divisible by ``factor``; the message gives the padded size to use."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != dims + 2:
-        axes = "(B, C, H, W)" if dims == 2 else "(B, C, D, H, W)"
-        raise ValueError(f"x must be {dims + 2}D {axes}, got shape {tuple(x.shape)}")
-    size = tuple(x.shape[2:])
-    if any(s % factor for s in size):
-        fixed = tuple(-(-s // factor) * factor for s in size)
-        raise ValueError(
-            f"input size {'x'.join(map(str, size))} is not divisible by {factor}: "
-            f"pad to {'x'.join(map(str, fixed))}"
-        )
-
-
-def _conv(dims: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
-    return {2: nn.Conv2d, 3: nn.Conv3d}[dims]
-
-
-def _norm(kind: str | None, dims: int, channels: int) -> nn.Module:
-    if kind is None:
-        return nn.Identity()
-    if kind == "batch":
-        return {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dims](channels)
-    return {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[dims](channels, affine=True)
 
 
 def _prelu(kind: str, channels: int) -> nn.PReLU:
@@ -120,7 +91,7 @@ class _ConvAct(nn.Sequential):
         prelu: str,
         act: bool = True,
     ) -> None:
-        super().__init__(conv, _norm(norm, dims, channels))
+        super().__init__(conv, norm_nd(norm, dims, channels))
         if act:
             self.append(_prelu(prelu, channels))
 
@@ -153,7 +124,7 @@ class ResidualStage(nn.Module):
         kernel_size: int = 5,
     ) -> None:
         super().__init__()
-        conv = _conv(dims)
+        conv = conv_nd(dims)
         self.convs = nn.Sequential(
             *(
                 _ConvAct(
@@ -260,7 +231,7 @@ class VNet(nn.Module):
         self.in_channels, self.num_classes = in_channels, num_classes
         self.base_channels, self.depth, self.dims = base_channels, depth, dims
 
-        conv, up = _conv(dims), {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[dims]
+        conv, up = conv_nd(dims), conv_transpose_nd(dims)
         opts = dict(dims=dims, norm=norm, prelu=prelu)
         width = [base_channels * 2**level for level in range(depth + 1)]
         num_convs = [min(level + 1, 3) for level in range(depth + 1)]
