@@ -38,11 +38,11 @@ from segloc.coco import box_to_coco
 from segloc.detection_metrics import evaluate_detections
 from segloc.localize.annotations import read_box_dataset, split_records
 from segloc.localize.cnn import (
-    _load_images,
     evaluate_localizer,
     load_localizer,
     train_localizer,
 )
+from segloc.localize.data import load_images
 
 DEFAULT_DATA = os.environ.get(
     "SEGLOC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.perf_counter() - t0
 
     model = load_localizer(out / "last.safetensors")
-    images, boxes = _load_images(val, max_side=10**9)  # full resolution
+    images, boxes = load_images(val, max_side=10**9)  # full resolution
     t0 = time.perf_counter()
     scores = evaluate_localizer(model, images, boxes)
     infer_ms = (time.perf_counter() - t0) / len(images) * 1000

@@ -9,14 +9,14 @@ same split for every detector (and the one the CNN localizer's ``train_localizer
 ``val_fraction=0.2, seed=0``). Nothing is tuned on the validation images: the settings below
 are fixed in advance.
 
-- ``hog-svm``: segloc.localize.sliding_window.HogSvmDetector on grey images downscaled to a
-  longer side of 320 px; window from the training boxes' median aspect ratio (``window=None``),
-  8x8 cells, pyramid ratio 1.2, C = 0.01, 30 random negatives and two hard-negative rounds
-  of 30 per image, mirrored positives.
-- ``proposals``: segloc.localize.rcnn.ProposalDetector (selective search fast mode on the
-  image downscaled to 256 px, proposals warped to 64x64 with 8 px context, HOG, linear SVM,
-  one hard-negative round, ridge box regression); ``--color-bins 8`` adds a run with an HSV
-  colour histogram appended to HOG.
+- ``hog-svm``: segloc.localize.hog.HogSvmDetector with its own pre-processing (grey by
+  segloc.color.to_grey, downscaled to a longer side of 320 px); window from the training
+  boxes' median aspect ratio (``window=None``), 8x8 cells, pyramid ratio 1.2, C = 0.01, 30
+  random negatives and two hard-negative rounds of 30 per image, mirrored positives.
+- ``proposals``: segloc.localize.proposal_detector.ProposalDetector (selective search fast
+  mode on the image downscaled to 256 px, proposals warped to 64x64 with 8 px context, HOG,
+  linear SVM, one hard-negative round, ridge box regression); ``--color-bins 8`` adds a run
+  with an HSV colour histogram appended to HOG.
 - ``cnn``: segloc.localize.cnn.train_localizer(..., time_budget=--cnn-budget) then
   localize_cnn on each validation image (skipped when the module is missing).
 
@@ -36,15 +36,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from skimage.transform import resize
 
-from segloc.coco import box_to_coco, coco_results
+from segloc.coco import coco_results, records_to_coco
 from segloc.detection_metrics import evaluate_detections
-from segloc.engine.data import split_cases
 from segloc.io import read_image
-from segloc.localize.annotations import read_voc_folder
-from segloc.localize.rcnn import ProposalDetector
-from segloc.localize.sliding_window import HogSvmDetector
+from segloc.localize.annotations import read_voc_folder, split_records
+from segloc.localize.hog import HogSvmDetector
+from segloc.localize.proposal_detector import ProposalDetector
 
 DEFAULT_DATA = os.environ.get(
     "SEGLOC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -52,57 +50,26 @@ DEFAULT_DATA = os.environ.get(
 METHODS = ("hog-svm", "proposals", "cnn")
 
 
-def split(records: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
-    by_stem = {r["image_path"].stem: r for r in records}
-    train, val = split_cases(sorted(by_stem), val_fraction=0.2, seed=seed)
-    return [by_stem[s] for s in train], [by_stem[s] for s in val]
-
-
 def truth_dataset(val: list[dict]) -> dict:
-    truth = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "raccoon"}]}
-    for k, rec in enumerate(val, start=1):
-        truth["images"].append({"id": k, "height": rec["height"], "width": rec["width"]})
-        for box in rec["boxes"]:
-            bb = box_to_coco(box)
-            truth["annotations"].append(
-                {
-                    "id": len(truth["annotations"]) + 1,
-                    "image_id": k,
-                    "category_id": 1,
-                    "bbox": bb,
-                    "area": bb[2] * bb[3],
-                    "iscrowd": 0,
-                }
-            )
-    return truth
-
-
-def grey_small(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    grey = image.mean(axis=2) / 255.0 if image.ndim == 3 else image / 255.0
-    h, w = grey.shape
-    f = min(1.0, max_side / max(h, w))
-    if f < 1:
-        grey = resize(grey, (round(h * f), round(w * f)), anti_aliasing=True)
-    return grey.astype(np.float32), f
+    return records_to_coco(val)
 
 
 def score(detect, images: list[np.ndarray], truth: dict) -> tuple[dict, float]:
     results, t0 = [], time.perf_counter()
     for k, image in enumerate(images, start=1):
-        boxes, scores = detect(image)
-        results += coco_results(k, boxes, scores, np.ones(len(boxes), np.int64))
+        found = detect(image)
+        results += coco_results(k, found.boxes, found.scores, np.ones(len(found), np.int64))
     seconds = (time.perf_counter() - t0) / len(images)
     return evaluate_detections(truth, results), seconds
 
 
 def run_hog_svm(train_imgs, train_recs, val_imgs, truth, seed):
-    max_side = 320
-    data = [grey_small(im, max_side) for im in train_imgs]
-    det = HogSvmDetector(None, C=0.01, scale=1.2)
+    # the detector's own pre-processing: grey (segloc.color.to_grey), [0, 1], 320 px
+    det = HogSvmDetector(None, C=0.01, scale=1.2, max_side=320)
     t0 = time.perf_counter()
     det.fit(
-        [g for g, _ in data],
-        [r["boxes"] * f for (_, f), r in zip(data, train_recs, strict=True)],
+        train_imgs,
+        [r["boxes"] for r in train_recs],
         negatives_per_image=30,
         hard_negative_rounds=2,
         hard_negatives_per_image=30,
@@ -111,9 +78,7 @@ def run_hog_svm(train_imgs, train_recs, val_imgs, truth, seed):
     fit_s = time.perf_counter() - t0
 
     def detect(image):
-        g, f = grey_small(image, max_side)
-        boxes, scores = det.detect(g, score_threshold=-1e9, iou_threshold=0.3, max_detections=100)
-        return boxes / f, scores
+        return det.detect(image, score_threshold=-1e9, iou_threshold=0.3, max_detections=100)
 
     ev, per_image = score(detect, val_imgs, truth)
     return f"HOG+SVM sliding window (window {det.window_})", ev, fit_s, per_image
@@ -152,7 +117,8 @@ def run_cnn(data_dir, val_imgs, truth, seed, budget):
     )
     fit_s = time.perf_counter() - t0
     model = cnn.load_localizer(path)
-    ev, per_image = score(lambda im: cnn.localize_cnn(model, im), val_imgs, truth)
+    detector = cnn.CnnDetector(model)
+    ev, per_image = score(detector.detect, val_imgs, truth)
     return f"CNN localizer ({budget:.0f} s budget)", ev, fit_s, per_image
 
 
@@ -170,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(args.data) / "raccoon"
     records = read_voc_folder(data_dir, classes=["raccoon"])
-    train, val = split(records, args.seed)
+    train, val = split_records(records, val_fraction=0.2, seed=args.seed)
     t0 = time.perf_counter()
     train_imgs = [read_image(r["image_path"])[0] for r in train]
     val_imgs = [read_image(r["image_path"])[0] for r in val]

@@ -8,7 +8,7 @@ Split: ``segloc.engine.data.split_cases(sorted image stems, val_fraction=0.2, se
 split of benchmarks/raccoon_detectors.py (which compares this detector with the others).
 Images are read grey and downscaled so that the longer side is at most ``--max-side`` pixels
 (boxes scaled alike). The detector
-(segloc.localize.sliding_window.HogSvmDetector: 9 orientations, 8x8 cells, 2x2 blocks, L2-Hys,
+(segloc.localize.hog.HogSvmDetector: 9 orientations, 8x8 cells, 2x2 blocks, L2-Hys,
 LinearSVC, scale 1.25, one hard-negative round) is trained on the training part and scored on
 the validation part with COCO AP (segloc.detection_metrics.evaluate_detections).
 Timing is wall clock on whatever else the machine is doing.
@@ -29,7 +29,7 @@ from segloc.detection_metrics import evaluate_detections
 from segloc.engine.data import split_cases
 from segloc.io import read_image
 from segloc.localize.annotations import read_voc_folder
-from segloc.localize.sliding_window import HogSvmDetector
+from segloc.localize.hog import HogSvmDetector
 
 DEFAULT_DATA = os.environ.get(
     "SEGLOC_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -106,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         # no score floor: the 100 best boxes after NMS, as COCO evaluation expects (a longer
         # low-score tail can only add recall, never lower AP)
-        pred, scores = det.detect(
-            image, score_threshold=-1e9, iou_threshold=args.nms, max_detections=100
-        )
+        found = det.detect(image, score_threshold=-1e9, iou_threshold=args.nms, max_detections=100)
+        pred, scores = found.boxes, found.scores
         windows += det.scan_stats_.windows
         seconds += det.scan_stats_.seconds
         results += coco_results(k, pred, scores, np.ones(len(pred), np.int64))

@@ -146,7 +146,9 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path, payload):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.safetensors"
-    with pytest.raises(FileNotFoundError, match=rf"^{path}: no such checkpoint file$"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"^{path}: no such checkpoint file or run folder$"
+    ):
         load_model(path)
 
 
@@ -215,7 +217,8 @@ def test_unbuildable_kwargs_name_the_file(tmp_path):
 def test_save_argument_errors(tmp_path):
     net = trained("unet", KWARGS)
     with pytest.raises(
-        ValueError, match=r"model_name must be one of \['unet', 'unet3d', 'unetpp', 'vnet'\]"
+        ValueError,
+        match=r"model_name must be one of \['box_localizer', 'unet', 'unet3d', 'unetpp', 'vnet'\]",
     ):
         save_checkpoint(tmp_path / "a.safetensors", "resnet", KWARGS, net)
     with pytest.raises(TypeError, match="kwargs must be JSON-serialisable"):
@@ -247,3 +250,79 @@ def test_load_model_device_and_mode(tmp_path):
     loaded = load_model(path, device=torch.device("cpu"))
     assert not loaded.training
     assert all(p.device.type == "cpu" for p in loaded.parameters())
+
+
+# --------------------------------------------------------------------------- run folders, metadata
+
+
+def test_run_folders_resolve_to_best_then_last(tmp_path):
+    from segloc.nn.checkpoint import resolve_checkpoint
+
+    kwargs = {"in_channels": 1, "num_classes": 2, "base_channels": 4, "depth": 2}
+    net = create_model("unet", **kwargs)
+    save_checkpoint(tmp_path / "last.safetensors", "unet", kwargs, net)
+    assert resolve_checkpoint(tmp_path) == tmp_path / "last.safetensors"
+    save_checkpoint(tmp_path / "best.safetensors", "unet", kwargs, net)
+    assert resolve_checkpoint(tmp_path) == tmp_path / "best.safetensors"
+    assert load_model(tmp_path).depth == 2
+    with pytest.raises(FileNotFoundError, match="run folder without best.safetensors"):
+        resolve_checkpoint(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else "")
+
+
+def test_absurd_model_arguments_are_refused_before_memory_is_taken(tmp_path):
+    """Metadata asking for a million base channels: refused on the meta device (a real
+    build would try to allocate terabytes)."""
+    kwargs = {"in_channels": 1, "num_classes": 2, "base_channels": 4, "depth": 2}
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", "unet", kwargs, create_model("unet", **kwargs)
+    )
+    forged = tmp_path / "forged.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = dict(f.metadata())
+    meta["segloc_kwargs"] = json.dumps({**kwargs, "base_channels": 1_000_000})
+    save_file(tensors, str(forged), metadata=meta)
+    with pytest.raises(CheckpointError, match="weights do not fit model 'unet'"):
+        load_model(forged)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({}, r"lacks \['dims', 'in_channels', 'num_classes', 'patch_size'\]"),
+        ({"dims": 4, "in_channels": 1, "num_classes": 2, "patch_size": [8]}, "dims must be 2 or 3"),
+        ({"dims": 2, "in_channels": 0, "num_classes": 2, "patch_size": [8, 8]}, "in_channels"),
+        (
+            {"dims": 2, "in_channels": 1, "num_classes": 2, "patch_size": [8]},
+            "patch_size must be 2",
+        ),
+        (
+            {
+                "dims": 3,
+                "in_channels": 1,
+                "num_classes": 2,
+                "patch_size": [8] * 3,
+                "target_spacing": [1.0, float("nan"), 1.0],
+            },
+            "target_spacing must be 3 positive numbers",
+        ),
+    ],
+)
+def test_checkpoint_meta_refuses_bad_records(extra, match):
+    from segloc.nn.checkpoint import CheckpointMeta
+
+    with pytest.raises(CheckpointError, match=f"x.safetensors: checkpoint .*{match}"):
+        CheckpointMeta.from_extra(extra, path="x.safetensors")
+
+
+def test_checkpoint_meta_round_trip():
+    from segloc.nn.checkpoint import CheckpointMeta
+
+    meta = CheckpointMeta(3, 1, 3, (32, 32, 16), target_spacing=(1.0, 1.0, 2.5), flip_axes=(0, 1))
+    extra = json.loads(json.dumps(meta.to_extra()))
+    assert CheckpointMeta.from_extra(extra) == meta
+    # one spacing value means every axis, as the trainer's config allows
+    one = CheckpointMeta.from_extra({**extra, "target_spacing": 2.0})
+    assert one.target_spacing == (2.0, 2.0, 2.0)
+    # a Dice that is not finite is written as null, not as an invalid JSON number
+    assert CheckpointMeta(2, 1, 2, (8, 8), val_dice=float("nan")).to_extra()["val_dice"] is None

@@ -149,3 +149,49 @@ def test_unattended_refuses_what_needs_a_person():
         segment_unattended(two_regions(), "region-grow")
     with pytest.raises(ValueError, match="gives 2 classes"):
         segment_unattended(two_regions(), "otsu", num_classes=3)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_segment_files_writes_all_or_nothing(tmp_path):
+    from segloc import io
+    from segloc.classical.files import segment_files
+
+    for i in range(2):
+        io.write_image(tmp_path / f"in{i}.png", two_regions())
+    (tmp_path / "F").write_text("a file where the overlay folder must go")
+    with pytest.raises((OSError, ValueError)):
+        segment_files(
+            [tmp_path / "in0.png", tmp_path / "in1.png"],
+            [tmp_path / "out" / "in0.png", tmp_path / "out" / "in1.png"],
+            "otsu",
+            overlays=[tmp_path / "F" / "a.png", tmp_path / "F" / "b.png"],
+        )
+    assert not (tmp_path / "out").exists()
+    written = segment_files([tmp_path / "in0.png"], [tmp_path / "o.png"], "otsu", invert=True)
+    mask, _ = io.read_mask(tmp_path / "o.png")
+    np.testing.assert_array_equal(mask, ~segment(two_regions(), "otsu"))
+    assert written[0][1] == tmp_path / "o.png"
+
+
+def test_segment_files_never_overwrites_an_input(tmp_path):
+    from segloc import io
+    from segloc.classical.files import segment_files
+
+    io.write_image(tmp_path / "in.png", two_regions())
+    before = (tmp_path / "in.png").read_bytes()
+    with pytest.raises(ValueError, match="is also an input"):
+        segment_files([tmp_path / "in.png"], [tmp_path / "in.png"], "otsu")
+    assert (tmp_path / "in.png").read_bytes() == before
+
+
+def test_segment_files_checks_seeds_against_each_image(tmp_path):
+    from segloc import io
+    from segloc.classical.files import segment_files
+
+    io.write_image(tmp_path / "in.png", two_regions())
+    with pytest.raises(ValueError, match=r"in.png: seed \(1, 2, 3\) has 3 coordinates for a 2D"):
+        segment_files(
+            [tmp_path / "in.png"], [tmp_path / "o.png"], "srg", options={"seeds": [(1, 2, 3)]}
+        )

@@ -11,18 +11,14 @@ import torch
 from safetensors import safe_open
 
 from segloc.boxes import box_iou, generalized_box_iou
-from segloc.engine.data import BoxDataset, split_cases
+from segloc.engine.data import split_cases
 from segloc.io import write_image
 from segloc.localize.annotations import read_box_dataset
-from segloc.localize.cnn import (
-    BoxLocalizer,
-    load_localizer,
-    localization_loss,
-    localize_cnn,
-    save_localizer,
-    train_localizer,
-)
-from segloc.nn.checkpoint import CheckpointError
+from segloc.localize.cnn import CnnDetector, load_localizer, localize_cnn, train_localizer
+from segloc.localize.data import BoxDataset
+from segloc.localize.detect import Detector
+from segloc.nn.checkpoint import CheckpointError, LocalizerMeta, load_checkpoint
+from segloc.nn.localizer import BoxLocalizer, localization_loss
 
 
 @pytest.fixture(autouse=True)
@@ -285,22 +281,28 @@ def test_train_writes_run_folder_and_uses_the_shared_split(box_folder, tmp_path)
         table = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in table] == [1, 2]
     assert {"train_loss", "val_mean_iou", "val_ap50"} <= set(table[0])
-    import yaml
+    import json
 
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    split = json.loads((run / "split.json").read_text())
     stems = sorted(f"im{i}" for i in range(10))
-    assert config["val_cases"] == split_cases(stems, val_fraction=0.2, seed=0)[1]
+    assert split["val"] == split_cases(stems, val_fraction=0.2, seed=0)[1]
+    meta = LocalizerMeta.from_extra(load_checkpoint(run)[3])
+    assert meta.classes == ("thing",) and meta.epoch >= 1 and "val_mean_iou" in meta.metrics
     model = load_localizer(run)
-    assert model.extra["classes"] == ["thing"] and model.extra["epoch"] >= 1
     boxes, scores = localize_cnn(model, np.zeros((50, 70, 3), np.uint8))
     assert boxes.shape == (1, 4) and 0 <= scores[0] <= 1
     assert (boxes[0, 2:] <= [70, 50]).all()
-    with pytest.raises(ValueError, match="resume=True"):
+    detector = CnnDetector.load(run)
+    assert isinstance(detector, Detector) and detector.classes == ("thing",)
+    found = detector.detect(np.zeros((50, 70, 3), np.uint8))
+    np.testing.assert_array_equal(found.boxes, boxes)
+    assert found.class_names == ("thing",) and found.classes.tolist() == [0]
+    with pytest.raises(ValueError, match="already holds a training state"):
         train_localizer(box_folder, run, epochs=3, **TINY)
 
 
 def test_resume_continues_from_the_saved_epoch(box_folder, tmp_path, monkeypatch):
-    import segloc.engine.train as engine
+    import segloc.engine.run as engine
 
     straight = train_localizer(box_folder, tmp_path / "a", epochs=3, **TINY)
 
@@ -359,7 +361,7 @@ class _Boom:
 def test_save_load_round_trip_without_unpickling(tmp_path, monkeypatch):
     torch.manual_seed(0)
     net = BoxLocalizer(3, 2, base_channels=4, depth=2, image_size=(16, 16)).eval()
-    save_localizer(tmp_path / "m.safetensors", net, extra={"classes": ["a", "b"]})
+    CnnDetector(net, ["a", "b"]).save(tmp_path / "m.safetensors")
 
     def no_unpickling(*args, **kwargs):
         raise AssertionError("loading must not unpickle")
@@ -372,7 +374,8 @@ def test_save_load_round_trip_without_unpickling(tmp_path, monkeypatch):
     with torch.no_grad():
         for a, b in zip(net(x), loaded(x), strict=True):
             torch.testing.assert_close(a, b)
-    assert loaded.extra == {"classes": ["a", "b"]} and not loaded.training
+    assert not loaded.training
+    assert CnnDetector.load(tmp_path / "m.safetensors").classes == ("a", "b")
 
 
 @pytest.mark.parametrize("name", ["evil.safetensors", "evil.pt"])

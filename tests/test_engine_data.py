@@ -17,19 +17,9 @@ from torch.utils.data import DataLoader
 
 from segloc import io
 from segloc.engine.augment import Augmenter
-from segloc.engine.data import (
-    CaseFiles,
-    PatchSampler,
-    SegmentationDataset,
-    check_dataset,
-    find_cases,
-    load_case,
-    normalize,
-    pad_collate,
-    resample,
-    split_cases,
-    worker_init_fn,
-)
+from segloc.engine.data import CaseFiles, check_dataset, find_cases, load_case, split_cases
+from segloc.engine.patches import PatchSampler, SegmentationDataset, pad_collate, worker_init_fn
+from segloc.engine.preprocess import normalize, resample
 from segloc.nn.weight_map import label_weight_map
 
 DATA = Path(

@@ -11,7 +11,6 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference as monai_sliding_window
 from scipy import ndimage as ndi
 
-from segloc.engine.data import normalize, resample
 from segloc.engine.infer import (
     Ensemble,
     Predictor,
@@ -21,6 +20,7 @@ from segloc.engine.infer import (
     sliding_window_inference,
     window_starts,
 )
+from segloc.engine.preprocess import normalize, resample
 from segloc.nn import create_model
 from segloc.nn.checkpoint import CheckpointError, save_checkpoint
 

@@ -989,3 +989,35 @@ def test_real_kvasir_jpeg_mask_and_dsb_instances():
     assert inst.dtype == np.int32 and meta.format == "tiff"
     ids = np.unique(inst)
     assert len(ids) - 1 == 125 and ids.max() == 183  # dataset notes
+
+
+# --------------------------------------------------------------------------- output naming
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        ("a.png", ".png"),
+        ("a.jpg", ".png"),
+        ("a.bmp", ".png"),
+        ("a.tif", ".tif"),
+        ("a.TIFF", ".tif"),
+        ("a.nii", ".nii.gz"),
+        ("a.nii.gz", ".nii.gz"),
+        ("a.nrrd", ".nrrd"),
+        ("a.dcm", ".nii.gz"),
+    ],
+)
+def test_mask_suffix_keeps_the_input_family(name, suffix):
+    assert io.mask_suffix(name) == suffix
+
+
+def test_output_paths(tmp_path):
+    assert io.output_paths(["x/a.png"], tmp_path / "m.png", io.mask_suffix) == [tmp_path / "m.png"]
+    many = io.output_paths(["x/a.png", "y/b.nii.gz"], tmp_path / "out", io.mask_suffix)
+    assert many == [tmp_path / "out" / "a.png", tmp_path / "out" / "b.nii.gz"]
+    (tmp_path / "f.png").write_text("x")
+    with pytest.raises(ValueError, match="with several inputs the output must be a folder"):
+        io.output_paths(["a.png", "b.png"], tmp_path / "f.png", io.mask_suffix)
+    with pytest.raises(ValueError, match="share the name 'a'"):
+        io.output_paths(["x/a.png", "y/a.png"], tmp_path / "o", io.mask_suffix)

@@ -9,19 +9,23 @@ import sys
 import pytest
 import torch
 
-from segloc.nn import create_model, list_models
+from segloc.nn import SEGMENTATION_MODELS, create_model, list_models
 from segloc.nn.unet import UNet
 
 
 def test_list_models():
-    assert list_models() == ["unet", "unet3d", "unetpp", "vnet"]
+    assert list_models() == ["box_localizer", "unet", "unet3d", "unetpp", "vnet"]
+    # segloc train trains the segmentation networks only
+    assert SEGMENTATION_MODELS == ("unet", "unet3d", "unetpp", "vnet")
+    net = create_model("box_localizer", in_channels=3, num_classes=1, image_size=(32, 32))
+    assert type(net).__name__ == "BoxLocalizer"
 
 
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError) as err:
         create_model("resnet", in_channels=1, num_classes=2)
-    assert (
-        str(err.value) == "name must be one of ['unet', 'unet3d', 'unetpp', 'vnet'], got 'resnet'"
+    assert str(err.value) == (
+        "name must be one of ['box_localizer', 'unet', 'unet3d', 'unetpp', 'vnet'], got 'resnet'"
     )
 
 

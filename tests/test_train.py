@@ -18,18 +18,16 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from segloc import io
-from segloc.engine.train import (
+from segloc.engine.run import (
     STATE_FILE,
-    TrainConfig,
-    ema_update,
     load_training_state,
     lr_factor,
     parse_duration,
     rng_state,
     save_training_state,
     set_rng_state,
-    train,
 )
+from segloc.engine.train import TrainConfig, ema_update, train
 from segloc.nn.checkpoint import load_checkpoint, load_model
 
 
@@ -390,12 +388,12 @@ def test_augment_kwargs_reach_the_augmenter(augment, kwargs, expected):
     ],
 )
 def test_checkpoint_records_the_mirrored_axes(augment, kwargs, flip_axes):
-    from segloc.engine.train import _augmenter, _checkpoint_extra
+    from segloc.engine.train import _augmenter, _flip_axes
 
     cfg = TrainConfig.from_dict(
         {"data": "d", "epochs": 1, "augment": augment, "augment_kwargs": kwargs}
     ).validate()
-    assert _checkpoint_extra(cfg, 2, 1, 2, _augmenter(cfg, 2))["flip_axes"] == flip_axes
+    assert _flip_axes(_augmenter(cfg, 2)) == flip_axes
 
 
 def test_augment_kwargs_bad_value_stops_before_the_run(tmp_path):
@@ -585,3 +583,23 @@ def test_unetpp_deep_supervision(tmp_path):
     assert math.isfinite(result.history[0]["train_loss"])
     net = load_model(tmp_path / "run" / "last.safetensors")
     assert net.deep_supervision and net(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"extra_model_kwargs": {"bogus": 1}}, "extra_model_kwargs: .*bogus"),
+        (
+            {"extra_model_kwargs": {"in_channels": 5}},
+            r"extra_model_kwargs: \['in_channels'\] come from",
+        ),
+        ({"depth": 20, "patch": [64]}, "must be divisible by 2\\*\\*depth"),
+    ],
+)
+def test_model_settings_are_refused_before_the_run(tmp_path, settings, match):
+    """Checked on the meta device, before any memory is taken or any file written (a depth
+    of 20 once built a 7.9 GB model before the patch check)."""
+    data = _disks(tmp_path / "d", n=4)
+    with pytest.raises(ValueError, match=match):
+        train(_config(data, tmp_path / "run", **settings), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -6,6 +6,7 @@ Errors follow one pattern: the parameter's name, what was expected, what came
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import tempfile
@@ -144,6 +145,54 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for several files at once: all of them or none.
+
+    Yields one temporary path per target (beside it, with its suffixes); only when the
+    block succeeds are they renamed onto the targets. On error every temporary file is
+    removed, and folders made for the targets are removed again when left empty.
+    """
+    targets = [Path(p) for p in paths]
+    if len(set(targets)) != len(targets):
+        raise ValueError("two outputs have the same path; one would overwrite the other")
+    made: list[Path] = []
+    temps: list[Path] = []
+    try:
+        for path in targets:
+            missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made += missing
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{path.stem}.", suffix=f".tmp{''.join(path.suffixes)}", dir=path.parent
+            )
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield list(temps)
+        for tmp, path in zip(temps, targets, strict=True):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        for folder in sorted(made, key=lambda d: len(d.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def check_not_inputs(
+    outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]
+) -> None:
+    """Raise ValueError when an output would overwrite an input (or sits inside an input
+    folder's place): an input is never an output."""
+    ins = [Path(p).resolve() for p in inputs]
+    for out in outputs:
+        target = Path(out).resolve()
+        for src in ins:
+            if target == src:
+                raise ValueError(f"{out}: is also an input; choose another output")
 
 
 def write_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:

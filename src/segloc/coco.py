@@ -43,6 +43,7 @@ __all__ = [
     "write_coco_json",
     "records_to_coco",
     "align_results",
+    "objects_document",
 ]
 
 
@@ -720,3 +721,28 @@ def align_results(pred: Any, truth: Mapping, *, name: str = "predictions") -> li
         except (KeyError, TypeError):
             raise ValueError(f"{name}: result names an image id not in its images") from None
     return out
+
+
+def objects_document(labels: Any, *, connectivity: int = 1, source: str = "") -> dict:
+    """A JSON-ready description of the objects of a mask: one box per connected object of
+    each class (:func:`mask_to_boxes`), with its COCO ``bbox`` in 2D.
+
+    Examples
+    --------
+    >>> doc = objects_document(np.array([[0, 1, 1], [0, 0, 0]]), source="m.png")
+    >>> doc["objects"][0]["bbox"], doc["box_format"]
+    ([1.0, 0.0, 2.0, 1.0], 'xyxy')
+    """
+    from segloc.instances import mask_to_boxes
+
+    arr = check_labels(labels, ndim=(2, 3))
+    objects = mask_to_boxes(arr, connectivity=connectivity)
+    return {
+        "image": source,
+        "shape": list(arr.shape),
+        "box_format": "xyxy" if arr.ndim == 2 else "xyzxyz",
+        "convention": "half-open pixel edges; x = column, y = row, z = slice",
+        "objects": [
+            {**o, "bbox": box_to_coco(o["box"]) if arr.ndim == 2 else None} for o in objects
+        ],
+    }

@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -415,3 +416,176 @@ def comparison_table(results: dict[str, Evaluation]) -> list[dict]:
         mean = ev.summary()["mean"]
         rows.append({"method": name, "cases": len(ev.rows), **mean})
     return rows
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def run_folder(model: str | os.PathLike) -> Path:
+    """The run folder of a model argument: the folder itself, or a checkpoint's folder."""
+    path = Path(model)
+    return path if path.is_dir() else path.parent
+
+
+@dataclass
+class TrainedOn:
+    """Scored cases that trained a model: their scores measure the fit, not generalisation."""
+
+    run: Path
+    cases: list[str]
+    total: int
+
+
+def _trained_notes(cases: Sequence, runs: Sequence[Path | None]) -> list[TrainedOn]:
+    notes = []
+    for run in runs:
+        seen = trained_on(cases, run)
+        if seen and run is not None:
+            notes.append(TrainedOn(run, seen, len(cases)))
+    return notes
+
+
+def evaluate_model(
+    models: Sequence[str | os.PathLike],
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    split: str = "all",
+    empty: str = "nan",
+    surface: bool = True,
+    progress: bool = False,
+    **predictor_options: Any,
+) -> tuple[Evaluation, list[TrainedOn]]:
+    """Predict every case of a dataset with a model (the mean of several: an ensemble),
+    score it, and write ``per_case.csv``, ``per_case.json`` and ``best.png`` / ``worst.png``
+    panels (image | truth | prediction, Dice in the title) into ``out``.
+
+    Parameters
+    ----------
+    models : sequence of path-like
+        Run folders or checkpoints (:func:`segloc.engine.infer.load_predictor`).
+    data : path-like
+        Dataset folder.
+    split : {"all", "train", "val"}
+        The cases of one part of the first run's ``split.json``.
+    empty, surface, progress :
+        As in :func:`score_cases`.
+    **predictor_options
+        ``device``, ``overlap``, ``batch_size``, ``tta``... of the predictors.
+
+    Returns
+    -------
+    Evaluation
+    list of TrainedOn
+        Per run, the scored cases that trained it (empty when none did).
+    """
+    from segloc.engine.infer import load_predictor
+    from segloc.viz import comparison_panel
+
+    runs = [run_folder(m) for m in models]
+    # several models: the first one's split.json picks the cases; each notes its own
+    cases = select_cases(data, run=runs[0], split=split)
+    notes = _trained_notes(cases, runs)
+    predictor = load_predictor(list(models), **predictor_options)
+    result, kept = score_cases(
+        model_segmenter(predictor),
+        cases,
+        num_classes=predictor.num_classes,
+        label_mapping=predictor.label_mapping,
+        ignore_index=predictor.meta.ignore_index,
+        empty=empty,
+        surface=surface,
+        progress=progress,
+    )
+    out = Path(out)
+    result.to_csv(out / "per_case.csv")
+    result.to_json(out / "per_case.json")
+    for which, rec in kept.items():
+        comparison_panel(
+            rec.image,
+            rec.truth,
+            rec.pred,
+            out / f"{which}.png",
+            dice=rec.dice,
+            title=f"{which}: {rec.case}",
+        )
+    return result, notes
+
+
+def compare(
+    data: str | os.PathLike,
+    methods: Sequence[str],
+    out: str | os.PathLike,
+    *,
+    split: str = "all",
+    num_classes: int = 2,
+    ignore_index: int | None = None,
+    surface: bool = True,
+    progress: bool = False,
+    **predictor_options: Any,
+) -> tuple[list[dict], int, list[TrainedOn]]:
+    """Score classical methods and trained models on the same cases; write
+    ``compare.csv`` (one row per method) and ``compare_cases.csv`` (per case) into ``out``.
+
+    Parameters
+    ----------
+    methods : sequence of str
+        Classical names (:data:`CLASSICAL`) and ``NAME:RUN`` for a trained model.
+    split : {"all", "train", "val"}
+        A part of the first model's ``split.json`` (needs a model).
+    num_classes, ignore_index :
+        Without a model; with models they come from the models, which must agree.
+
+    Returns
+    -------
+    rows : list of dict
+        :func:`comparison_table`.
+    cases : int
+    list of TrainedOn
+    """
+    from segloc.engine.infer import load_predictor
+
+    if not methods:
+        raise ValueError("methods must name at least one method")
+    deep: dict[str, Any] = {}
+    for spec in methods:
+        if ":" in spec:
+            name, run = spec.split(":", 1)
+            if not name or not run or name in deep:
+                raise ValueError(f"deep methods are NAME:RUN with unique names, got {spec!r}")
+            deep[name] = (run, load_predictor(run, **predictor_options))
+        elif spec not in CLASSICAL:
+            raise ValueError(f"{spec!r} is neither NAME:RUN nor one of {', '.join(CLASSICAL)}")
+    predictors = [p for _, p in deep.values()]
+    run = None
+    if predictors:
+        if len({p.num_classes for p in predictors}) > 1:
+            counts = sorted({p.num_classes for p in predictors})
+            raise ValueError(f"the models disagree on the class count {counts}")
+        num_classes, ignore_index = predictors[0].num_classes, predictors[0].meta.ignore_index
+        run = run_folder(next(iter(deep.values()))[0])
+    elif split != "all":
+        raise ValueError("split needs a NAME:RUN method (its run folder holds split.json)")
+    label_mapping = predictors[0].label_mapping if predictors else "auto"
+    cases = select_cases(data, run=run, split=split)
+    segmenters = [
+        (s.split(":", 1)[0], model_segmenter(deep[s.split(":", 1)[0]][1]))
+        if ":" in s
+        else (s, classical_segmenter(s, num_classes=num_classes))
+        for s in methods
+    ]
+    results = compare_methods(
+        segmenters,
+        cases,
+        num_classes=num_classes,
+        label_mapping=label_mapping,
+        ignore_index=ignore_index,
+        surface=surface,
+        progress=progress,
+    )
+    rows = comparison_table(results)
+    out = Path(out)
+    io.write_csv(out / "compare.csv", rows, missing=math.nan)
+    per_case = [{"method": m, **r} for m, ev in results.items() for r in ev.rows]
+    io.write_csv(out / "compare_cases.csv", per_case, missing=math.nan)
+    return rows, len(cases), _trained_notes(cases, [run])

@@ -30,6 +30,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,9 +38,15 @@ from scipy import ndimage as ndi
 from torch import nn
 
 from segloc._validation import check_choice, check_int, check_positive, check_spacing
-from segloc.engine.data import normalize, resample
+from segloc.engine.preprocess import normalize, resample
 from segloc.io import ImageMeta, read_image
-from segloc.nn.checkpoint import CheckpointError, load_checkpoint, load_model
+from segloc.nn.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    load_model,
+    resolve_checkpoint,
+)
 from segloc.nn.fast import optimize_for_inference
 
 __all__ = [
@@ -48,9 +55,8 @@ __all__ = [
     "expand_inputs",
     "flip_tta",
     "gaussian_importance",
-    "mask_suffix",
+    "load_predictor",
     "predict_to_folder",
-    "resolve_checkpoint",
     "sliding_window_inference",
     "window_starts",
 ]
@@ -308,30 +314,11 @@ def _window(corner: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
 # --------------------------------------------------------------------------- predictor
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder's ``best.safetensors`` (else ``last.safetensors``).
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist or a run folder holds neither file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(f"{path}: run folder without best.safetensors or last.safetensors")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file or run folder")
-    return path
-
-
 def _zoom_to(prob: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Linear resampling of ``(K, *spatial)`` probabilities onto exactly ``shape``.
 
     Pixel edges of both grids span the same extent (``grid_mode=True``), as in
-    :func:`segloc.engine.data.resample`, which this undoes; a linear interpolation of a
+    :func:`segloc.engine.preprocess.resample`, which this undoes; a linear interpolation of a
     partition of unity still sums to 1.
     """
     zoom = [t / s for t, s in zip(shape, prob.shape[1:], strict=True)]
@@ -349,6 +336,7 @@ class _Probabilities:
     num_classes: int
     label_mapping: str | None
     dims: int
+    meta: CheckpointMeta
 
     def predict(self, image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -391,8 +379,9 @@ class Predictor(_Probabilities):
         the CPU (:class:`segloc.nn.export.OnnxPredictor`).
     overlap, batch_size, tta, mode, sigma_scale :
         Passed to :func:`sliding_window_inference`. ``tta`` mirrors the axes the checkpoint's
-        ``extra["flip_axes"]`` names (those training mirrored: none when it did not flip),
-        all axes when it names none (``None``, or a checkpoint from before it was recorded).
+        :class:`~segloc.nn.checkpoint.CheckpointMeta` names in ``flip_axes`` (those training
+        mirrored: none when it did not flip), all axes when it names none (``None``, or a
+        checkpoint from before it was recorded).
     progress : bool
         tqdm bar over windows.
 
@@ -425,30 +414,22 @@ class Predictor(_Probabilities):
         self.device = torch.device(device)
         self.path = resolve_checkpoint(model)
         name, kwargs, _, extra = load_checkpoint(self.path)
-        missing = [
-            k for k in ("dims", "in_channels", "num_classes", "patch_size") if k not in extra
-        ]
-        if missing:
-            raise CheckpointError(
-                f"{self.path}: checkpoint extra lacks {missing} (not from the segloc trainer?)"
-            )
-        self.model_name, self.kwargs, self.extra = name, kwargs, extra
-        self.dims = int(extra["dims"])
-        self.in_channels = int(extra["in_channels"])
-        self.num_classes = int(extra["num_classes"])
-        self.patch_size = tuple(int(p) for p in extra["patch_size"])
-        self.normalize = extra.get("normalize")
-        ts = extra.get("target_spacing")
-        if ts is not None:
-            ts = [ts] if isinstance(ts, (int, float)) else list(ts)
-            ts = ts * self.dims if len(ts) == 1 else ts  # one value: every axis
-        self.target_spacing = None if ts is None else check_spacing(ts, self.dims)
-        self.label_mapping = extra.get("label_mapping")
+        meta = CheckpointMeta.from_extra(extra, path=self.path)
+        for key in ("in_channels", "num_classes"):
+            if key in kwargs and kwargs[key] != getattr(meta, key):
+                raise CheckpointError(
+                    f"{self.path}: metadata says {key} {getattr(meta, key)}, the model's "
+                    f"arguments {kwargs[key]}"
+                )
+        self.model_name, self.kwargs, self.meta = name, kwargs, meta
+        self.dims, self.in_channels = meta.dims, meta.in_channels
+        self.num_classes, self.patch_size = meta.num_classes, meta.patch_size
+        self.normalize, self.target_spacing = meta.normalize, meta.target_spacing
+        self.label_mapping = meta.label_mapping
         self.backend = backend
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
         # the axes training mirrored (None: not recorded, all); TTA mirrors only those
-        flip_axes = extra.get("flip_axes")
-        self.tta_axes = None if flip_axes is None else tuple(int(a) for a in flip_axes)
+        self.tta_axes = meta.flip_axes
         self.mode, self.sigma_scale, self.progress = mode, sigma_scale, progress
         self.network: nn.Module = load_model(self.path, device=self.device)
         self.valid_unet = getattr(self.network, "padding", None) == "valid"
@@ -609,14 +590,14 @@ class Ensemble(_Probabilities):
                         f"{other.path}: {name} {b!r} differs from {first.path}'s {a!r}; "
                         "an ensemble averages models of one task"
                     )
-            a, b = first.extra.get("ignore_index"), other.extra.get("ignore_index")
+            a, b = first.meta.ignore_index, other.meta.ignore_index
             if a != b:
                 raise ValueError(
                     f"{other.path}: ignore_index {b!r} differs from {first.path}'s {a!r}"
                 )
         self.dims, self.in_channels = first.dims, first.in_channels
         self.num_classes, self.label_mapping = first.num_classes, first.label_mapping
-        self.extra = first.extra
+        self.meta = first.meta
         self.paths = [m.path for m in self.members]
 
     def predict(self, image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
@@ -631,6 +612,16 @@ class Ensemble(_Probabilities):
 
 
 # --------------------------------------------------------------------------- files
+
+
+def load_predictor(
+    models: str | os.PathLike | Sequence[str | os.PathLike], **options: Any
+) -> Predictor | Ensemble:
+    """A :class:`Predictor` for one model (run folder or checkpoint), the :class:`Ensemble`
+    of several; ``options`` go to each :class:`Predictor`."""
+    many = not isinstance(models, (str, os.PathLike))
+    members = [Predictor(m, **options) for m in (models if many else [models])]
+    return members[0] if len(members) == 1 else Ensemble(members)
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, Path]]:
@@ -671,15 +662,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, Path]
 
 def _is_dicom_folder(path: Path) -> bool:
     return any(p.suffix.lower() == ".dcm" for p in path.iterdir() if p.is_file())
-
-
-def mask_suffix(meta: ImageMeta, ndim: int) -> str:
-    """Output suffix of a mask: NIfTI/NRRD stay so, other volumes become NIfTI, 2D PNG."""
-    if meta.format == "nrrd":
-        return ".nrrd"
-    if meta.format == "nifti" or ndim == 3:
-        return ".nii.gz"
-    return ".png"
 
 
 def _overlay_picture(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -736,7 +718,7 @@ def predict_to_folder(
         The files written.
     """
     from segloc.coco import detections_to_coco, write_coco_json
-    from segloc.io import write_mask
+    from segloc.io import mask_suffix, write_mask
     from segloc.viz import save_png
 
     pairs = expand_inputs(inputs)
@@ -757,7 +739,7 @@ def predict_to_folder(
             items = tqdm(pairs, desc="predict", unit="file")
         for image_id, (path, stem) in enumerate(items):
             labels, prob, meta = predictor.predict_file(path)
-            rel = stem.with_name(stem.name + mask_suffix(meta, labels.ndim))
+            rel = stem.with_name(stem.name + mask_suffix(path))
             write_mask(stage / rel, labels, meta=meta)
             written.append(rel)
             if probabilities:

@@ -1,14 +1,15 @@
 """Training: ``segloc train`` -- a run folder, checkpoints, exact resume, time budgets, DDP.
 
 :func:`train` fits a segmentation model (:func:`segloc.nn.create_model`) on a dataset folder
-(:func:`segloc.engine.data.find_cases`) and keeps everything in a *run folder*:
+(:func:`segloc.engine.data.find_cases`) with the shared loop of :mod:`segloc.engine.run`
+(:func:`~segloc.engine.run.fit`, one budget rule, one resume guard) and keeps everything in a
+*run folder* (:class:`~segloc.engine.run.RunFolder`):
 
 - ``config.yaml``: the resolved settings (classes, channels, patch ... filled in);
 - ``split.json``: the training and validation case names;
 - ``best.safetensors`` (best validation Dice) and ``last.safetensors``: segloc checkpoints
-  (:func:`segloc.nn.checkpoint.save_checkpoint`) whose ``extra`` holds what inference needs
-  (``dims``, ``in_channels``, ``num_classes``, ``normalize``, ``patch_size``,
-  ``target_spacing``, ``ignore_index``, ``label_mapping``) and the epoch and Dice;
+  (:func:`segloc.nn.checkpoint.save_checkpoint`) whose ``extra`` is a
+  :class:`~segloc.nn.checkpoint.CheckpointMeta`: what inference needs, the epoch and Dice;
 - ``state.pt``: the training state (weights, optimiser, epoch, step, elapsed time, history,
   random generators), written atomically at the end of each epoch and read back with
   ``torch.load(weights_only=True)`` by ``resume=True``: a killed run loses at most the
@@ -44,16 +45,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import inspect
-import io as _io
-import json
-import math
-import os
 import random
-import re
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,445 +58,20 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from segloc._validation import check_choice, check_positive, write_atomic
 from segloc.engine.augment import Augmenter
-from segloc.engine.data import (
-    CaseFiles,
-    SegmentationDataset,
-    find_cases,
-    split_cases,
-    worker_init_fn,
-)
-from segloc.io import write_csv
+from segloc.engine.config import TrainConfig
+from segloc.engine.data import CaseFiles, find_cases, split_cases
+from segloc.engine.patches import SegmentationDataset, worker_init_fn
+from segloc.engine.run import Budget, Dist, RunFolder, fit, lr_factor, resolve_device
 from segloc.metrics import overlap_scores
-from segloc.nn import create_model, list_models
-from segloc.nn.checkpoint import save_checkpoint
+from segloc.nn import create_model
+from segloc.nn.checkpoint import CheckpointMeta, save_checkpoint
 from segloc.nn.fast import to_channels_last
 from segloc.nn.weight_map import label_weight_map
 
-__all__ = [
-    "STATE_FILE",
-    "TrainConfig",
-    "TrainResult",
-    "ema_update",
-    "lr_factor",
-    "load_training_state",
-    "parse_duration",
-    "predict_whole",
-    "resolve_device",
-    "rng_state",
-    "save_training_state",
-    "set_rng_state",
-    "train",
-]
+__all__ = ["TrainConfig", "TrainResult", "ema_update", "predict_whole", "train"]
 
-STATE_FILE = "state.pt"
 _MODELS_3D = ("unet3d", "vnet")
-
-# --------------------------------------------------------------------------- small pieces
-
-_DURATION = re.compile(
-    r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*"
-    r"(?:(\d+(?:\.\d+)?)\s*s?)?\s*$"
-)
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds in a duration such as ``"20m"``, ``"1h30m"``, ``"90s"``, ``"45"`` (seconds).
-
-    Examples
-    --------
-    >>> parse_duration("1h30m"), parse_duration("20m"), parse_duration(12)
-    (5400.0, 1200.0, 12.0)
-    """
-    if isinstance(text, bool):
-        raise TypeError(f"duration must be a string or a number, got {text!r}")
-    if isinstance(text, (int, float)):
-        seconds = float(text)
-    else:
-        match = _DURATION.match(str(text))
-        if not match or not any(match.groups()):
-            raise ValueError(f"duration must look like 20m, 1h30m, 90s or 45, got {text!r}")
-        h, m, s = (float(g) if g else 0.0 for g in match.groups())
-        seconds = 3600 * h + 60 * m + s
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"duration must be positive, got {text!r}")
-    return seconds
-
-
-def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> CUDA when available (device ``local_rank``), else CPU.
-
-    Raises
-    ------
-    ValueError
-        ``"cuda"`` asked for on a machine without CUDA, or an unknown name.
-    """
-    if isinstance(name, torch.device):
-        return name
-    check_choice(name, ("auto", "cpu", "cuda"), name="device")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def rng_state() -> dict[str, Any]:
-    """The global random generators' states (Python, NumPy, torch CPU and CUDA)."""
-    numpy_state = np.random.get_state(legacy=False)  # noqa: NPY002 (third-party draws)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        # plain ints and tensors only, so that torch.load(weights_only=True) reads it back
-        "numpy": {
-            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-            "pos": int(numpy_state["state"]["pos"]),
-            "has_gauss": int(numpy_state["has_gauss"]),
-            "gauss": float(numpy_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore states saved by :func:`rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    saved = state["numpy"]
-    np.random.set_state(  # noqa: NPY002
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": saved["pos"]},
-            "has_gauss": saved["has_gauss"],
-            "gauss": saved["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_training_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Write a training state (tensors, dicts, lists, plain values) atomically with torch.save.
-
-    Only types that ``torch.load(weights_only=True)`` accepts may appear, so that
-    :func:`load_training_state` never unpickles code.
-    """
-    buffer = _io.BytesIO()
-    torch.save(dict(state), buffer)
-    return _write_bytes(path, buffer.getvalue())
-
-
-def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a state written by :func:`save_training_state` (``weights_only=True``).
-
-    Raises
-    ------
-    FileNotFoundError
-        No such file.
-    ValueError
-        The file is not a training state (named in the message).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training state to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the restricted unpickler fails in many ways
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"{path}: not a training state ({first})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a training state (expected a dict)")
-    return state
-
-
-def _write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
-
-
-def lr_factor(schedule: str, progress: float) -> float:
-    """Learning-rate multiplier at ``progress`` in [0, 1] of the run.
-
-    ``"poly"``: ``(1 - t)^0.9`` (nnU-Net); ``"cosine"``: ``(1 + cos(pi t)) / 2`` (SGDR
-    without restarts); ``"constant"``: 1.
-
-    Examples
-    --------
-    >>> lr_factor("cosine", 0.5), lr_factor("poly", 0.0), lr_factor("constant", 0.7)
-    (0.5, 1.0, 1.0)
-    """
-    check_choice(schedule, ("poly", "cosine", "constant"), name="schedule")
-    t = min(max(float(progress), 0.0), 1.0)
-    if schedule == "poly":
-        return (1.0 - t) ** 0.9
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    return 1.0
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (the same keys as ``segloc train`` and its YAML file).
-
-    Attributes
-    ----------
-    data : str
-        Dataset folder (``images/`` + ``labels/`` or ``masks/``).
-    out : str
-        Run folder.
-    model : {"unet", "unetpp", "vnet", "unet3d"}
-    classes : int, optional
-        Number of classes including background; default: found from the training labels.
-    base_channels, depth : int, optional
-        Model width and number of poolings (default: the model's own).
-    deep_supervision : bool
-        U-Net++ only: train all heads (loss averaged over them).
-    patch : list of int, optional
-        Training patch size; default 256 per axis in 2D (at most the smallest image, rounded
-        down to a multiple of ``2**depth``) and the largest volume rounded up in 3D.
-    batch : int
-    epochs : int, optional
-        Stop after this many epochs; with ``time_budget`` whichever comes first.
-    time_budget : str or float, optional
-        Wall-time budget of the optimisation, e.g. ``"20m"`` (validation included).
-    samples_per_epoch : int
-        Patches drawn per epoch (the checkpoint interval).
-    optimizer : {"adamw", "sgd"}
-    lr, weight_decay, momentum : float
-        ``momentum`` is SGD's (0.99 as in U-Net, Nesterov).
-    schedule : {"poly", "cosine", "constant"}
-        Learning rate over the run's progress (epochs, or elapsed time with a budget).
-    warmup : float
-        Fraction of the run with a linear learning-rate warm-up.
-    ema : float, optional
-        Decay of an exponential moving average of the weights, e.g. 0.999; the average is
-        validated and checkpointed. Off by default. The decay ramps up as
-        ``(1 + n) / (10 + n)`` after ``n`` steps, which weighs step ``k`` about as
-        ``(k / n)**9`` (61% of the weight on the last tenth of the steps, 87% on the last
-        fifth), until the ramp reaches ``ema`` (at 9000 steps for 0.999; from then on the
-        average spans about the last 1000 steps).
-    loss : {"dice_ce", "ce", "dice"}
-    border_weight : float
-        ``w0`` of the U-Net paper's weight map [1]_ (10 there; 0, the default, is off): the
-        cross-entropy term weighs each background pixel by
-        ``1 + w0 * exp(-(d1 + d2)**2 / (2 * border_sigma**2))``, ``d1``, ``d2`` its distances to
-        the nearest and second-nearest object (connected component of a foreground class),
-        so the thin gaps that separate touching objects count most
-        (:func:`segloc.nn.weight_map.label_weight_map`, computed on every augmented patch). The
-        paper's class-balancing term is left out: the Dice term balances classes.
-    border_sigma : float
-        Width of the border term in pixels (about 5 in the paper).
-    val : str, optional
-        A separate validation dataset folder; otherwise ``val_fraction`` of the cases.
-    val_fraction : float
-    group_by : {"case", "folder"}
-        Split whole folders (e.g. one per patient) rather than single cases.
-    val_split : {"random", "last"}
-        Validation groups drawn at random, or the last ones in name order (one
-        contiguous block of video frames, where random frames would leak).
-    val_every : int
-        Validate every this many epochs (and at the end).
-    patience : int, optional
-        Early stopping: stop after this many validations without a better Dice.
-    normalize : {"zscore", "percentile", "minmax"} or None
-    target_spacing : list of float, optional
-        Resample 3D cases to this spacing first.
-    ignore_index : int, optional
-        Label left out of the loss and the scores (e.g. CamVid void = 11).
-    label_suffix, image_dir, label_dir : str, optional
-        See :func:`segloc.engine.data.find_cases`.
-    augment : {"default", "light", "none"}
-        ``"default"``: flips, 90 degree turns, affine, elastic, intensity, noise; ``"light"``:
-        flips and 90 degree turns.
-    augment_kwargs : dict
-        Settings of :class:`segloc.engine.augment.Augmenter` over those of ``augment``, e.g.
-        ``{"flip_axes": [1], "p_rot90": 0.0}`` to mirror left-right only, for labels drawn
-        with a consistent offset along the rows.
-    foreground_fraction : float
-        Share of patches centred on foreground.
-    workers : int
-        DataLoader worker processes.
-    cache_mib : int
-        Memory for loaded (normalised) cases, per process; least recently used cases are
-        dropped beyond it, so any dataset size trains in bounded memory.
-    device : {"auto", "cpu", "cuda"}
-    precision : {"auto", "fp32", "bf16", "fp16"}
-        Autocast precision of the forward pass: ``"auto"`` is float16 with gradient scaling
-        on CUDA and float32 on CPU; ``"bf16"`` also runs on CPUs with bfloat16 units. The
-        loss is always computed in float32.
-    seed : int
-    panels : int
-        Validation cases drawn as sample panels.
-    resume : bool
-        Continue the run in ``out`` from its ``state.pt``.
-    threads : int, optional
-        torch intra-op threads (default: torch's choice).
-    extra_model_kwargs : dict
-        Constructor arguments of the model over those the trainer sets (e.g.
-        ``{"norm": "instance"}``).
-    """
-
-    data: str = ""
-    out: str = "runs/run"
-    model: str = "unet"
-    classes: int | None = None
-    base_channels: int | None = None
-    depth: int | None = None
-    deep_supervision: bool = False
-    patch: list[int] | None = None
-    batch: int = 4
-    epochs: int | None = None
-    time_budget: str | float | None = None
-    samples_per_epoch: int = 200
-    optimizer: str = "adamw"
-    lr: float | None = None
-    weight_decay: float = 1e-4
-    momentum: float = 0.99
-    schedule: str = "poly"
-    warmup: float = 0.0
-    ema: float | None = None
-    loss: str = "dice_ce"
-    border_weight: float = 0.0
-    border_sigma: float = 5.0
-    val: str | None = None
-    val_fraction: float = 0.2
-    group_by: str = "case"
-    val_split: str = "random"
-    val_every: int = 1
-    patience: int | None = None
-    normalize: str | None = "zscore"
-    target_spacing: list[float] | None = None
-    ignore_index: int | None = None
-    label_suffix: str | None = None
-    image_dir: str | None = None
-    label_dir: str | None = None
-    augment: str = "default"
-    augment_kwargs: dict[str, Any] = field(default_factory=dict)
-    foreground_fraction: float = 1 / 3
-    workers: int = 0
-    cache_mib: int = 4096
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    panels: int = 2
-    resume: bool = False
-    threads: int | None = None
-    extra_model_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
-        """Build from a mapping; unknown keys are an error naming ``source``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {str(k).replace("-", "_"): v for k, v in values.items()}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
-        """Read settings from a YAML mapping (keys as in ``segloc train --help``)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a training config must be a YAML mapping")
-        return cls.from_dict(values, source=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def validate(self) -> TrainConfig:
-        """Check the settings; raise ValueError naming the first bad one."""
-        if not self.data:
-            raise ValueError("data must name a dataset folder")
-        check_choice(self.model, tuple(list_models()), name="model")
-        check_choice(self.optimizer, ("adamw", "sgd"), name="optimizer")
-        check_choice(self.schedule, ("poly", "cosine", "constant"), name="schedule")
-        check_choice(self.loss, ("dice_ce", "ce", "dice"), name="loss")
-        check_choice(self.group_by, ("case", "folder"), name="group_by")
-        check_choice(self.val_split, ("random", "last"), name="val_split")
-        check_choice(self.augment, ("default", "light", "none"), name="augment")
-        if not isinstance(self.augment_kwargs, Mapping):
-            raise ValueError(f"augment_kwargs must be a mapping, got {self.augment_kwargs!r}")
-        known = set(inspect.signature(Augmenter).parameters) - {"dims"}
-        unknown = sorted(set(self.augment_kwargs) - known)
-        if unknown:
-            raise ValueError(
-                f"augment_kwargs: unknown Augmenter setting(s) {unknown}; known: {sorted(known)}"
-            )
-        if self.augment == "none" and self.augment_kwargs:
-            raise ValueError("augment_kwargs needs augment 'default' or 'light', not 'none'")
-        check_choice(self.precision, ("auto", "fp32", "bf16", "fp16"), name="precision")
-        if self.normalize is not None:
-            check_choice(self.normalize, ("zscore", "percentile", "minmax"), name="normalize")
-        for name in ("batch", "samples_per_epoch", "val_every", "panels", "cache_mib"):
-            value = getattr(self, name)
-            minimum = 0 if name in ("panels", "cache_mib") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-        for name in ("epochs", "patience", "classes", "base_channels", "depth", "threads"):
-            value = getattr(self, name)
-            minimum = 2 if name == "classes" else 1
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < minimum
-            ):
-                raise ValueError(f"{name} must be an int >= {minimum} or None, got {value!r}")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers must be an int >= 0, got {self.workers!r}")
-        if self.epochs is None and self.time_budget is None:
-            raise ValueError("give epochs or time_budget (or both) to bound the run")
-        if self.time_budget is not None:
-            parse_duration(self.time_budget)
-        if self.lr is not None:
-            check_positive(self.lr, name="lr")
-        check_positive(self.weight_decay, name="weight_decay", strict=False)
-        check_positive(self.momentum, name="momentum", strict=False)
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
-        if self.ema is not None and (
-            isinstance(self.ema, bool)
-            or not isinstance(self.ema, (int, float))
-            or not 0 < self.ema < 1
-        ):
-            raise ValueError(f"ema must be a decay in (0, 1) or None, got {self.ema!r}")
-        for name in ("border_weight", "border_sigma"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-        check_positive(self.border_weight, name="border_weight", strict=False)
-        check_positive(self.border_sigma, name="border_sigma")
-        if self.border_weight and self.loss == "dice":
-            raise ValueError(
-                "border_weight weighs the cross-entropy, but loss 'dice' has none; "
-                "use loss 'dice_ce' or 'ce'"
-            )
-        if not 0 < self.val_fraction < 1 and self.val is None:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.patch is not None:
-            if isinstance(self.patch, int):
-                self.patch = [self.patch]
-            if not self.patch or any(
-                isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in self.patch
-            ):
-                raise ValueError(f"patch must be positive ints, got {self.patch!r}")
-        if self.deep_supervision and self.model != "unetpp":
-            raise ValueError(f"deep_supervision is for model 'unetpp', got model {self.model!r}")
-        return self
 
 
 @dataclass
@@ -517,61 +86,6 @@ class TrainResult:
     epochs: int
     history: list[dict[str, Any]]
     model: nn.Module
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class _Dist:
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def on(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> _Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when ``flag`` is true on some rank."""
-        if not self.on:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
-        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-    def shared(self, value: float, device: torch.device) -> float:
-        """Rank 0's ``value`` on every rank."""
-        if not self.on:
-            return value
-        t = torch.tensor([float(value)], dtype=torch.float64, device=device)
-        torch_dist.broadcast(t, 0)
-        return float(t.item())
-
-    def sync_buffers(self, model: nn.Module) -> None:
-        """Give every rank rank 0's buffers (batch-norm statistics).
-
-        DDP broadcasts them before each forward pass, so after the last step of an epoch
-        each rank still holds the statistics of its own last batch.
-        """
-        if self.on:
-            for buffer in model.buffers():
-                torch_dist.broadcast(buffer, 0)
-
-    def barrier(self) -> None:
-        if self.on:
-            torch_dist.barrier()
 
 
 # --------------------------------------------------------------------------- model pieces
@@ -591,6 +105,11 @@ def _model_kwargs(cfg: TrainConfig, dims: int, in_channels: int, classes: int) -
             kwargs["deep_supervision"] = bool(cfg.deep_supervision)
         else:
             kwargs["norm"] = "batch"
+    clash = sorted(set(cfg.extra_model_kwargs) & {"in_channels", "num_classes", "dims"})
+    if clash:
+        raise ValueError(
+            f"extra_model_kwargs: {clash} come from the data; set classes in the config instead"
+        )
     kwargs.update(cfg.extra_model_kwargs)
     return kwargs
 
@@ -669,6 +188,13 @@ def _augmenter(cfg: TrainConfig, dims: int) -> Augmenter | None:
         raise ValueError(f"augment_kwargs: {exc}") from None
 
 
+def _flip_axes(aug: Augmenter | None) -> list[int] | None:
+    """Spatial axes training mirrored; None when it did not augment (TTA then mirrors all)."""
+    if aug is None:
+        return None
+    return [int(a) for a in aug.flip_axes] if aug.p_flip > 0 else []
+
+
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -681,7 +207,29 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-# --------------------------------------------------------------------------- data pieces
+def ema_update(decay: float) -> Any:
+    """``multi_avg_fn`` of :class:`torch.optim.swa_utils.AveragedModel`: an exponential
+    moving average whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, so that the random initial weights are soon forgotten in short runs."""
+
+    def update(averaged: list, current: list, num_averaged: torch.Tensor | int) -> None:
+        n = float(num_averaged)
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, num_averaged)
+
+    return update
+
+
+def _as_float(logits: torch.Tensor | Sequence[torch.Tensor]) -> Any:
+    if isinstance(logits, torch.Tensor):
+        return logits.float()
+    return [t.float() for t in logits]
+
+
+def _bare(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# --------------------------------------------------------------------------- data
 
 
 def _cases(cfg: TrainConfig) -> tuple[list[CaseFiles], list[CaseFiles]]:
@@ -745,6 +293,99 @@ def _default_patch(dims: int, shapes: list, depth: int) -> list[int]:
         smallest = np.min(np.array(shapes), axis=0)
         return [max(m, min(256, int(n) // m * m)) for n in smallest]
     return _largest_padded(shapes, depth)
+
+
+@dataclass
+class _Data:
+    """The checked data of a run: cases, datasets, what the survey found."""
+
+    train_cases: list[CaseFiles]
+    val_cases: list[CaseFiles]
+    train: SegmentationDataset
+    val: SegmentationDataset
+    dims: int
+    channels: int
+    augmenter: Augmenter | None
+
+
+def _check_patch(cfg: TrainConfig, dims: int, shapes: list, depth: int) -> None:
+    """Fill in or check ``cfg.patch`` (divisible by ``2**depth``, not mostly padding)."""
+    if cfg.patch is None:
+        cfg.patch = _default_patch(dims, shapes, depth)
+    elif len(cfg.patch) == 1:
+        cfg.patch = cfg.patch * dims
+    if len(cfg.patch) != dims:
+        raise ValueError(f"patch must have {dims} values for {dims}D data, got {cfg.patch}")
+    if any(p % 2**depth for p in cfg.patch):
+        raise ValueError(f"patch {cfg.patch} must be divisible by 2**depth = {2**depth}")
+    largest = [int(n) for n in np.max(np.array(shapes), axis=0)]
+    room = _largest_padded(shapes, depth)
+    if any(p > 2 * r for p, r in zip(cfg.patch, room, strict=True)):
+        # more padding than image on that axis: costs memory and time (a 256^3 patch of a
+        # small MRI set takes tens of GB) and teaches nothing. Some padding is fine (PH2's
+        # 192x256 photos in 256 patches)
+        raise ValueError(
+            f"patch {cfg.patch} is over twice the largest training case on some axis "
+            f"({'x'.join(map(str, largest))}); use at most {[2 * r for r in room]}, or "
+            f"{room} to pad nothing"
+        )
+
+
+def _prepare_data(cfg: TrainConfig, dist: Dist) -> _Data:
+    """Find, split and survey the cases; settle classes and patch; build the datasets.
+
+    Fills in ``cfg.classes``, ``cfg.patch`` and ``cfg.lr`` where they were left open.
+    """
+    train_cases, val_cases = _cases(cfg)
+    common = {
+        "normalize": cfg.normalize,
+        "cache": cfg.cache_mib,
+        "ignore_index": cfg.ignore_index,
+        "target_spacing": cfg.target_spacing,
+    }
+    probe = SegmentationDataset(train_cases, **common)
+    dims, channels, classes, shapes = _survey(probe, cfg.ignore_index)
+    val = SegmentationDataset(val_cases, **common)
+    _, val_channels, val_classes, _ = _survey(val, cfg.ignore_index)
+    if val_channels != channels:
+        raise ValueError(
+            f"validation images have {val_channels} channel(s), training images {channels}"
+        )
+    if cfg.classes is None:
+        cfg.classes = max(classes, val_classes, 2)
+    elif max(classes, val_classes) > cfg.classes:
+        raise ValueError(
+            f"classes is {cfg.classes} but the labels hold class {max(classes, val_classes) - 1}"
+        )
+    if cfg.model in _MODELS_3D and dims != 3:
+        raise ValueError(f"model {cfg.model!r} is 3D but {cfg.data} holds {dims}D images")
+    _check_patch(cfg, dims, shapes, _depth(_shell(cfg, dims, channels)))
+    if cfg.lr is None:
+        cfg.lr = 0.01 if cfg.optimizer == "sgd" else 1e-3
+    augmenter = _augmenter(cfg, dims)
+    train = SegmentationDataset(
+        train_cases,
+        patch_size=cfg.patch,
+        augment=augmenter,
+        samples_per_epoch=cfg.samples_per_epoch,
+        foreground_fraction=cfg.foreground_fraction,
+        pixel_weight=_weight_map(cfg),
+        seed=cfg.seed + dist.rank,
+        **common,
+    )
+    # hand over the cases the survey already read, normalised, rather than read them twice
+    train._cache, train._cache_bytes = probe._cache, probe._cache_bytes
+    return _Data(train_cases, val_cases, train, val, dims, channels, augmenter)
+
+
+def _shell(cfg: TrainConfig, dims: int, channels: int) -> nn.Module:
+    """The model on the meta device: its depth and arguments checked, no memory taken."""
+    kwargs = _model_kwargs(cfg, dims, channels, cfg.classes or 2)
+    try:
+        with torch.device("meta"):
+            return create_model(cfg.model, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"extra_model_kwargs: {err}") from None
 
 
 # --------------------------------------------------------------------------- validation
@@ -822,58 +463,174 @@ def _quiet_nanmean() -> Iterator[None]:
         yield
 
 
-# --------------------------------------------------------------------------- training
-
-
-def _checkpoint_extra(
-    cfg: TrainConfig, dims: int, channels: int, classes: int, augmenter: Augmenter | None
-) -> dict[str, Any]:
-    return {
-        "dims": dims,
-        "in_channels": channels,
-        "num_classes": classes,
-        "normalize": cfg.normalize,
-        "patch_size": list(cfg.patch or []),
-        "target_spacing": cfg.target_spacing,
-        "ignore_index": cfg.ignore_index,
-        "label_mapping": "auto",
-        # what the model was taught to be mirror-invariant along: the Predictor's flip TTA
-        # averages over these axes only
-        "flip_axes": _flip_axes(augmenter),
-    }
-
-
-def _flip_axes(aug: Augmenter | None) -> list[int] | None:
-    """Spatial axes training mirrored; None when it did not augment (TTA then mirrors all)."""
-    if aug is None:
-        return None
-    return [int(a) for a in aug.flip_axes] if aug.p_flip > 0 else []
-
-
-def _as_float(logits: torch.Tensor | Sequence[torch.Tensor]) -> Any:
-    if isinstance(logits, torch.Tensor):
-        return logits.float()
-    return [t.float() for t in logits]
-
-
-def ema_update(decay: float) -> Any:
-    """``multi_avg_fn`` of :class:`torch.optim.swa_utils.AveragedModel`: an exponential
-    moving average whose decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n``
-    updates, so that the random initial weights are soon forgotten in short runs."""
-
-    def update(averaged: list, current: list, num_averaged: torch.Tensor | int) -> None:
-        n = float(num_averaged)
-        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, num_averaged)
-
-    return update
+# --------------------------------------------------------------------------- the task
 
 
 def _data_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _bare(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+class _SegmentationTask:
+    """One segmentation run for :func:`segloc.engine.run.fit`: model, optimiser, data."""
+
+    score = "val_dice"
+
+    def __init__(self, cfg: TrainConfig, data: _Data, device: torch.device, dist: Dist) -> None:
+        self.cfg, self.data, self.device, self.dist = cfg, data, device, dist
+        self.kwargs = _model_kwargs(cfg, data.dims, data.channels, cfg.classes)
+        self.model = create_model(cfg.model, **self.kwargs)
+        to_channels_last(self.model.to(device))
+        self.optimizer = _optimizer(cfg, self.model)
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True)
+            if cfg.ema is not None
+            else None
+        )
+        # the weights that are validated, checkpointed and returned
+        self.scored = self.ema.module if self.ema is not None else self.model
+        precision = cfg.precision
+        if precision == "auto":
+            precision = "fp16" if device.type == "cuda" else "fp32"
+        if precision == "fp16" and device.type != "cuda":
+            raise ValueError("precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on the CPU")
+        self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.use_amp = precision == "fp16"  # gradient scaling: float16 only
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.loss_fn = _loss(cfg)
+        self.meta = CheckpointMeta(
+            dims=data.dims,
+            in_channels=data.channels,
+            num_classes=cfg.classes,
+            patch_size=tuple(cfg.patch),
+            normalize=cfg.normalize,
+            target_spacing=None if cfg.target_spacing is None else tuple(cfg.target_spacing),
+            ignore_index=cfg.ignore_index,
+            label_mapping="auto",
+            # what the model was taught to be mirror-invariant along: flip TTA averages
+            # over these axes only
+            flip_axes=_flip_axes(data.augmenter),
+        )
+        self._loader()
+        self._shown: list = []
+
+    def _loader(self) -> None:
+        cfg, dist, dataset = self.cfg, self.dist, self.data.train
+        self.generator = torch.Generator()
+        if dist.on:
+            self.net: nn.Module = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            self.sampler: Any = DistributedSampler(
+                dataset, num_replicas=dist.world, rank=dist.rank, seed=cfg.seed
+            )
+        else:
+            self.net = self.model
+            self.sampler = RandomSampler(dataset, generator=self.generator)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            worker_init_fn=worker_init_fn,
+            generator=self.generator,
+            drop_last=len(dataset) // dist.world >= cfg.batch,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.steps_per_epoch = max(len(self.loader), 1)
+
+    def batches(self, epoch: int) -> Iterable[Any]:
+        # the data pipeline's randomness is a function of (seed, rank, epoch): a resumed run
+        # draws the same patches as an uninterrupted one, with or without workers
+        seed = _data_seed(self.cfg.seed, self.dist.rank, epoch)
+        self.generator.manual_seed(seed)
+        self.data.train.reseed(seed)
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        self.net.train()
+        return self.loader
+
+    def train_step(self, batch: Mapping[str, torch.Tensor], progress: float) -> dict[str, float]:
+        lr = self.cfg.lr * lr_factor(self.cfg.schedule, progress, self.cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x = batch["image"].to(self.device, non_blocking=True)
+        y = batch["label"].to(self.device, non_blocking=True)
+        # the weight map, when there is one, is the loss's third argument
+        weight = [batch["weight"].to(self.device, non_blocking=True)] if "weight" in batch else []
+        with torch.autocast(
+            self.device.type, dtype=self.autocast, enabled=self.autocast is not None
+        ):
+            logits = self.net(x)
+        loss = self.loss_fn(_as_float(logits), y, *weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return {"loss": float(loss.detach())}
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def end_epoch(self, dist: Dist) -> None:
+        dist.sync_buffers(self.model)
+        if self.ema is not None:
+            dist.sync_buffers(self.ema.module)  # its batch-norm averages followed rank batches
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg
+        row, self._shown = _validate(
+            self.scored, self.data.val, cfg.classes, cfg.ignore_index, self.device, cfg.panels
+        )
+        return row
+
+    def validated(self, epoch: int, best: bool) -> None:
+        # the panels show the best checkpoint (or the latest while no Dice is finite):
+        # drawing them every epoch cost ~7% of an ISBI run's budget
+        if best:
+            _draw_panels(self._shown, Path(self.cfg.out) / "samples", epoch)
+
+    def save(self, path: Path, row: Mapping[str, Any]) -> None:
+        meta = dataclasses.replace(self.meta, epoch=row["epoch"], val_dice=row.get("val_dice"))
+        save_checkpoint(path, self.cfg.model, self.kwargs, self.scored, extra=meta.to_extra())
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "config": self.cfg.to_dict(),
+            "model": _bare(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        if self.use_amp:
+            state["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = state.get("config", {})
+        for key in ("model", "classes", "patch", "batch", "optimizer", "ema"):
+            if key in saved and saved[key] != getattr(self.cfg, key):
+                raise ValueError(
+                    f"{Path(self.cfg.out) / 'state.pt'}: saved run has {key}={saved[key]!r}, "
+                    f"this one {getattr(self.cfg, key)!r}; resume with the same settings"
+                )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        if self.use_amp and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+    def curves(self, history: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+        curves: dict[str, list] = {"train loss": [r["train_loss"] for r in history]}
+        dice = [r.get("val_dice", float("nan")) for r in history]
+        if any(np.isfinite(dice)):
+            curves["val Dice"] = dice
+        return curves
+
+
+# --------------------------------------------------------------------------- training
 
 
 def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> TrainResult:
@@ -899,365 +656,31 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = dataclasses.replace(cfg).validate()
-    dist = _Dist.from_env()
+    dist = Dist.from_env()
     device = resolve_device(cfg.device, dist.local_rank)
     if dist.on and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    state_path = out / STATE_FILE
-    if cfg.resume:
-        state = load_training_state(state_path)
-    else:
-        if state_path.exists():
-            raise ValueError(
-                f"{out}: run folder already holds a training state; pass --resume to continue "
-                "it or choose another --out"
-            )
-        state = None
-
-    train_cases, val_cases = _cases(cfg)
+    run = RunFolder(cfg.out, main=dist.main)
+    state = run.begin(resume=cfg.resume)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002 (libraries drawing from the global state)
     torch.manual_seed(cfg.seed)
-    common = {
-        "normalize": cfg.normalize,
-        "cache": cfg.cache_mib,
-        "ignore_index": cfg.ignore_index,
-        "target_spacing": cfg.target_spacing,
-    }
-    probe = SegmentationDataset(train_cases, **common)
-    dims, channels, classes, shapes = _survey(probe, cfg.ignore_index)
-    val_dataset = SegmentationDataset(val_cases, **common)
-    _, val_channels, val_classes, _ = _survey(val_dataset, cfg.ignore_index)
-    if val_channels != channels:
-        raise ValueError(
-            f"validation images have {val_channels} channel(s), training images {channels}"
-        )
-    if cfg.classes is None:
-        cfg.classes = max(classes, val_classes, 2)
-    elif max(classes, val_classes) > cfg.classes:
-        raise ValueError(
-            f"classes is {cfg.classes} but the labels hold class {max(classes, val_classes) - 1}"
-        )
-    if cfg.model in _MODELS_3D and dims != 3:
-        raise ValueError(f"model {cfg.model!r} is 3D but {cfg.data} holds {dims}D images")
-    kwargs = _model_kwargs(cfg, dims, channels, cfg.classes)
-    model = create_model(cfg.model, **kwargs)
-    depth = _depth(model)
-    if cfg.patch is None:
-        cfg.patch = _default_patch(dims, shapes, depth)
-    elif len(cfg.patch) == 1:
-        cfg.patch = cfg.patch * dims
-    if len(cfg.patch) != dims:
-        raise ValueError(f"patch must have {dims} values for {dims}D data, got {cfg.patch}")
-    if any(p % 2**depth for p in cfg.patch):
-        raise ValueError(f"patch {cfg.patch} must be divisible by 2**depth = {2**depth}")
-    largest = [int(n) for n in np.max(np.array(shapes), axis=0)]
-    room = _largest_padded(shapes, depth)
-    if any(p > 2 * r for p, r in zip(cfg.patch, room, strict=True)):
-        # more padding than image on that axis: costs memory and time (a 256^3 patch of a
-        # small MRI set takes tens of GB) and teaches nothing. Some padding is fine (PH2's
-        # 192x256 photos in 256 patches)
-        raise ValueError(
-            f"patch {cfg.patch} is over twice the largest training case on some axis "
-            f"({'x'.join(map(str, largest))}); use at most {[2 * r for r in room]}, or "
-            f"{room} to pad nothing"
-        )
-    if cfg.lr is None:
-        cfg.lr = 0.01 if cfg.optimizer == "sgd" else 1e-3
-    budget = parse_duration(cfg.time_budget) if cfg.time_budget is not None else None
-
-    augmenter = _augmenter(cfg, dims)
-    train_dataset = SegmentationDataset(
-        train_cases,
-        patch_size=cfg.patch,
-        augment=augmenter,
-        samples_per_epoch=cfg.samples_per_epoch,
-        foreground_fraction=cfg.foreground_fraction,
-        pixel_weight=_weight_map(cfg),
-        seed=cfg.seed + dist.rank,
-        **common,
+    data = _prepare_data(cfg, dist)
+    task = _SegmentationTask(cfg, data, device, dist)
+    split = {"train": [c.name for c in data.train_cases], "val": [c.name for c in data.val_cases]}
+    done = fit(
+        task,
+        run,
+        Budget.of(cfg.epochs, cfg.time_budget),
+        config=cfg.to_dict(),
+        split=split,
+        state=state,
+        val_every=cfg.val_every,
+        patience=cfg.patience,
+        dist=dist,
+        progress=progress,
+        title=f"{cfg.model} on {Path(cfg.data).name}",
     )
-    # hand over the cases the survey already read, normalised, rather than read them twice
-    train_dataset._cache, train_dataset._cache_bytes = probe._cache, probe._cache_bytes
-    generator = torch.Generator()
-    to_channels_last(model.to(device))
-    optimizer = _optimizer(cfg, model)
-    ema = (
-        AveragedModel(model, multi_avg_fn=ema_update(cfg.ema), use_buffers=True)
-        if cfg.ema is not None
-        else None
-    )
-    # the weights that are validated, checkpointed and returned
-    scored = ema.module if ema is not None else model
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on the CPU")
-    autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-    use_amp = precision == "fp16"  # gradient scaling: float16 only
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = _loss(cfg)
-
-    epoch, step, elapsed = 0, 0, 0.0
-    history: list[dict[str, Any]] = []
-    best_dice, best_epoch, since_best = -math.inf, 0, 0
-    if state is not None:
-        saved_cfg = state.get("config", {})
-        for key in ("model", "classes", "patch", "batch", "optimizer", "ema"):
-            if key in saved_cfg and saved_cfg[key] != getattr(cfg, key):
-                raise ValueError(
-                    f"{state_path}: saved run has {key}={saved_cfg[key]!r}, this one "
-                    f"{getattr(cfg, key)!r}; resume with the same settings"
-                )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        if use_amp and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        epoch, step, elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
-        history = list(state["history"])
-        best_dice, best_epoch = float(state["best_dice"]), int(state["best_epoch"])
-        since_best = int(state["since_best"])
-        set_rng_state(state["rng"])
-
-    if dist.on:
-        net: nn.Module = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-        sampler: Any = DistributedSampler(
-            train_dataset, num_replicas=dist.world, rank=dist.rank, seed=cfg.seed
-        )
-    else:
-        net = model
-        sampler = RandomSampler(train_dataset, generator=generator)
-    loader = DataLoader(
-        train_dataset,
-        batch_size=cfg.batch,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        worker_init_fn=worker_init_fn,
-        generator=generator,
-        drop_last=len(train_dataset) // dist.world >= cfg.batch,
-        pin_memory=device.type == "cuda",
-    )
-    extra = _checkpoint_extra(cfg, dims, channels, cfg.classes, augmenter)
-    if dist.main:
-        import yaml
-
-        # only now: a run refused for its data leaves no folder behind
-        out.mkdir(parents=True, exist_ok=True)
-        _write_bytes(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-        split = {"train": [c.name for c in train_cases], "val": [c.name for c in val_cases]}
-        _write_bytes(out / "split.json", json.dumps(split, indent=1).encode())
-    steps_per_epoch = max(len(loader), 1)
-
-    def progress_fraction(seconds: float) -> float:
-        parts = []
-        if cfg.epochs is not None:
-            parts.append(step / (cfg.epochs * steps_per_epoch))
-        if budget is not None:
-            parts.append(seconds / budget)
-        return min(max(parts), 1.0)
-
-    def set_lr(seconds: float) -> float:
-        t = progress_fraction(seconds)
-        factor = lr_factor(cfg.schedule, t)
-        if cfg.warmup > 0 and t < cfg.warmup:
-            factor *= t / cfg.warmup
-        lr = cfg.lr * factor
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    done = (cfg.epochs is not None and epoch >= cfg.epochs) or (
-        budget is not None and elapsed >= budget
-    )
-    if done and state is not None and dist.main:
-        # nothing left to train, but a kill after the last state was saved can have left the
-        # other files one epoch behind it
-        _write_outputs(out, cfg, kwargs, scored, extra, epoch=epoch, history=history)
-    net.train()
-    while not done:
-        epoch += 1
-        # the data pipeline's randomness is a function of (seed, rank, epoch): a resumed run
-        # draws the same patches as an uninterrupted one, with or without workers
-        data_seed = _data_seed(cfg.seed, dist.rank, epoch)
-        generator.manual_seed(data_seed)
-        train_dataset.reseed(data_seed)
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}",
-            disable=not (progress and dist.main),
-            leave=False,
-            dynamic_ncols=True,
-        )
-        losses = []
-        start = time.perf_counter()
-        out_of_time = False
-        for batch in loader:
-            # rank 0's clock decides for every rank: the same learning rate and the same
-            # last step everywhere, or DDP ranks would drift apart or wait for each other
-            seconds = dist.shared(elapsed + time.perf_counter() - start, device)
-            if budget is not None and seconds >= budget:
-                out_of_time = True
-                break
-            lr = set_lr(seconds)
-            x = batch["image"].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
-            # the weight map, when there is one, is the loss's third argument
-            weight = [batch["weight"].to(device, non_blocking=True)] if "weight" in batch else []
-            with torch.autocast(
-                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-            ):
-                logits = net(x)
-            loss = loss_fn(_as_float(logits), y, *weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
-        bar.close()
-        elapsed = dist.shared(elapsed + time.perf_counter() - start, device)
-        dist.sync_buffers(model)
-        if ema is not None:
-            dist.sync_buffers(ema.module)  # its batch-norm averages followed rank-local batches
-        done = out_of_time or (cfg.epochs is not None and epoch >= cfg.epochs)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "step": step,
-            "seconds": round(elapsed, 2),
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-        }
-        stop_early = False
-        if dist.main and (done or epoch % cfg.val_every == 0):
-            t0 = time.perf_counter()
-            scores, shown = _validate(
-                scored, val_dataset, cfg.classes, cfg.ignore_index, device, cfg.panels
-            )
-            row.update(scores)
-            dice = row["val_dice"]
-            if math.isfinite(dice) and dice > best_dice:
-                best_dice, best_epoch, since_best = dice, epoch, 0
-                save_checkpoint(
-                    out / "best.safetensors",
-                    cfg.model,
-                    kwargs,
-                    scored,
-                    extra={**extra, "epoch": epoch, "val_dice": dice},
-                )
-            else:
-                since_best += 1
-            # the panels show the best checkpoint (or the latest while no Dice is finite):
-            # drawing them every epoch cost ~7% of an ISBI run's budget
-            if best_epoch in (epoch, 0):
-                _draw_panels(shown, out / "samples", epoch)
-            elapsed += time.perf_counter() - t0
-            out_of_time = budget is not None and elapsed >= budget
-            stop_early = cfg.patience is not None and since_best >= cfg.patience
-            if progress:
-                print(
-                    f"epoch {epoch}: loss {row['train_loss']:.4f}, val Dice {dice:.4f} "
-                    f"(best {best_dice:.4f} @ {best_epoch}), {elapsed:.0f} s",
-                    flush=True,
-                )
-        history.append(row)
-        # validation time counts: a budget spent during it ends the run here
-        done = done or dist.any(stop_early or out_of_time, device)
-        elapsed = dist.shared(elapsed, device)
-        if dist.main:
-            # the resume point first: a kill between these writes leaves the other files at
-            # most one epoch behind it, never ahead (a resume rewrites them)
-            _save_state(
-                out / STATE_FILE,
-                cfg,
-                model,
-                ema,
-                optimizer,
-                scaler if use_amp else None,
-                epoch=epoch,
-                step=step,
-                elapsed=elapsed,
-                history=history,
-                best=(best_dice, best_epoch, since_best),
-            )
-            _write_outputs(out, cfg, kwargs, scored, extra, epoch=epoch, history=history)
-        dist.barrier()
-    return TrainResult(out, best_dice, best_epoch, epoch, history, scored)
-
-
-def _save_state(
-    path: Path,
-    cfg: TrainConfig,
-    model: nn.Module,
-    ema: AveragedModel | None,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    *,
-    epoch: int,
-    step: int,
-    elapsed: float,
-    history: list[dict[str, Any]],
-    best: tuple[float, int, int],
-) -> None:
-    state = {
-        "config": cfg.to_dict(),
-        "model": _bare(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "elapsed": elapsed,
-        "history": history,
-        "best_dice": best[0],
-        "best_epoch": best[1],
-        "since_best": best[2],
-        "rng": rng_state(),
-    }
-    if scaler is not None:
-        state["scaler"] = scaler.state_dict()
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    save_training_state(path, state)
-
-
-def _write_outputs(
-    out: Path,
-    cfg: TrainConfig,
-    kwargs: dict[str, Any],
-    model: nn.Module,
-    extra: dict[str, Any],
-    *,
-    epoch: int,
-    history: list[dict[str, Any]],
-) -> None:
-    """last.safetensors, metrics.csv and curves.png of the run as of ``epoch``."""
-    last = history[-1]
-    save_checkpoint(
-        out / "last.safetensors",
-        cfg.model,
-        kwargs,
-        model,
-        extra={**extra, "epoch": epoch, "val_dice": last.get("val_dice")},
-    )
-    write_csv(out / "metrics.csv", history)
-    curves: dict[str, list[float]] = {"train loss": [r["train_loss"] for r in history]}
-    dice_rows = [r.get("val_dice", float("nan")) for r in history]
-    if any(np.isfinite(dice_rows)):
-        curves["val Dice"] = dice_rows
-    from segloc.viz import plot_curves
-
-    plot_curves(curves, out / "curves.png", title=f"{cfg.model} on {Path(cfg.data).name}")
+    return TrainResult(run.path, done.best, done.best_epoch, done.epoch, done.history, task.scored)

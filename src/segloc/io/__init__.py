@@ -23,10 +23,17 @@ File problems raise :class:`ImageReadError` (a ``ValueError``) whose message sta
 with the path.
 """
 
-from segloc.io.files import case_stem, check_compatible, list_images, match_files
+from segloc.io.files import (
+    case_stem,
+    check_compatible,
+    list_images,
+    mask_suffix,
+    match_files,
+    output_paths,
+)
 from segloc.io.formats import ImageMeta, ImageReadError, is_lossy
 from segloc.io.masks import interpret_mask, read_mask
-from segloc.io.read import read_image
+from segloc.io.read import describe, read_image
 from segloc.io.write import write_csv, write_image, write_mask
 
 __all__ = [
@@ -34,10 +41,13 @@ __all__ = [
     "ImageReadError",
     "case_stem",
     "check_compatible",
+    "describe",
     "interpret_mask",
     "is_lossy",
     "list_images",
+    "mask_suffix",
     "match_files",
+    "output_paths",
     "read_image",
     "read_mask",
     "write_csv",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,52 @@ def check_compatible(
         tol = rtol * max(max(isp, default=1.0), 1.0)
         if ia.shape != ma.shape or not np.allclose(ia, ma, rtol=0, atol=tol):
             raise fail("affine (voxel -> world position) does not match the image affine")
+
+
+def mask_suffix(path: str | os.PathLike) -> str:
+    """The suffix of the mask written for input ``path``: the input's format family.
+
+    NIfTI stays ``.nii.gz``, NRRD ``.nrrd``, TIFF (2D or a stack) ``.tif``; a DICOM series
+    (a folder) or file becomes ``.nii.gz`` (it keeps the affine); other 2D images ``.png``.
+
+    Examples
+    --------
+    >>> [mask_suffix(p) for p in ("a.nii", "b.nrrd", "c.TIFF", "d.jpg", "e.dcm")]
+    ['.nii.gz', '.nrrd', '.tif', '.png', '.nii.gz']
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith((".nii", ".nii.gz", ".dcm")) or p.is_dir():
+        return ".nii.gz"
+    if name.endswith((".nrrd", ".nhdr")):
+        return ".nrrd"
+    if name.endswith((".tif", ".tiff")):
+        return ".tif"
+    return ".png"
+
+
+def output_paths(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    suffix: Callable[[Path], str],
+) -> list[Path]:
+    """One output per input: ``out`` itself for a single input when it names a file (it
+    has a suffix and is not a folder), else ``out/<stem><suffix(input)>``.
+
+    Raises
+    ------
+    ValueError
+        Several inputs and ``out`` an existing file, or two inputs with the same stem (their
+        outputs would overwrite each other).
+    """
+    paths = [Path(p) for p in inputs]
+    out = Path(out)
+    if len(paths) == 1 and out.suffix and not out.is_dir():
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: with several inputs the output must be a folder")
+    stems = [case_stem(p) for p in paths]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise ValueError(f"two inputs share the name {dup!r}; outputs would overwrite each other")
+    return [out / f"{s}{suffix(p)}" for s, p in zip(stems, paths, strict=True)]

@@ -384,3 +384,30 @@ def _read_dicom_series(folder: Path) -> tuple[np.ndarray, ImageMeta]:
         "modality": str(getattr(first, "Modality", "")),
     }
     return vol, ImageMeta(str(folder), "dicom", spacing, _LPS_TO_RAS @ lps, header)
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """What ``segloc info`` shows of a file: format, shape, dtype, spacing, affine, value
+    range (finite values) and, for at most 32 distinct values, their pixel counts."""
+    image, meta = read_image(path)
+    arr = np.asarray(image)
+    finite = arr[np.isfinite(arr)] if np.issubdtype(arr.dtype, np.floating) else arr
+    doc: dict[str, Any] = {
+        "file": str(path),
+        "format": meta.format,
+        "shape": tuple(arr.shape),
+        "dtype": str(arr.dtype),
+        "channels": meta.header.get("channels"),
+        "spacing": tuple(round(float(s), 6) for s in meta.spacing),
+        "affine": None if meta.affine is None else np.asarray(meta.affine),
+        "range": (finite.min(), finite.max()) if finite.size else None,
+        "values": None,
+    }
+    if arr.size <= 50_000_000:
+        values, counts = np.unique(arr, return_counts=True)
+        doc["values"] = (
+            dict(zip(values.tolist(), counts.tolist(), strict=True))
+            if values.size <= 32
+            else int(values.size)
+        )
+    return doc

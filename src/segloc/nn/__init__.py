@@ -1,4 +1,4 @@
-"""Deep segmentation models and a name -> model factory.
+"""Deep models (segmentation networks and the box localizer) and a name -> model factory.
 
 ``import segloc.nn`` imports neither torch nor any model module: each model is imported when
 :func:`create_model` first builds it.
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["create_model", "list_models"]
+__all__ = ["SEGMENTATION_MODELS", "create_model", "list_models"]
 
 # name -> "module:callable"; the callable takes (in_channels, num_classes, **options).
 _MODELS = {
@@ -20,7 +20,11 @@ _MODELS = {
     "unet3d": "segloc.nn.unet:unet3d",
     "vnet": "segloc.nn.vnet:VNet",
     "unetpp": "segloc.nn.unetpp:UNetPlusPlus",
+    "box_localizer": "segloc.nn.localizer:BoxLocalizer",
 }
+
+#: the models that ``segloc train`` trains: (B, C, *spatial) -> (B, K, *spatial) logits
+SEGMENTATION_MODELS = ("unet", "unet3d", "unetpp", "vnet")
 
 
 def list_models() -> list[str]:
@@ -36,7 +40,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     name : str
         One of :func:`list_models`: ``"unet"`` (:class:`segloc.nn.unet.UNet`, Ronneberger et al.
         2015), ``"unet3d"`` (:func:`segloc.nn.unet.unet3d`, Çiçek et al. 2016), ``"vnet"``
-        (Milletari et al. 2016), ``"unetpp"`` (U-Net++, Zhou et al. 2018).
+        (Milletari et al. 2016), ``"unetpp"`` (U-Net++, Zhou et al. 2018), ``"box_localizer"``
+        (:class:`segloc.nn.localizer.BoxLocalizer`).
     **kwargs
         Constructor arguments, e.g. ``in_channels=1, num_classes=2, base_channels=32``.
 

@@ -6,13 +6,20 @@ The native format is safetensors (tensors plus a string-to-string metadata heade
 holding ``{"model": name, "kwargs": {...}, "state_dict": {...}}`` are read with
 ``torch.load(weights_only=True)``, which refuses arbitrary Python objects.
 
-The training engine extends checkpoints through ``extra`` (any JSON-serialisable dict).
+The training engine extends checkpoints through ``extra`` (any JSON-serialisable dict); what
+a segmentation trainer writes there is a :class:`CheckpointMeta` record and what the box
+localizer writes a :class:`LocalizerMeta`, each read back with ``from_extra`` (checked, and
+naming the file when something is missing or wrong).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +31,187 @@ from torch import nn
 from segloc._validation import atomic_path
 from segloc.nn import create_model, list_models
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMeta",
+    "LocalizerMeta",
+    "load_checkpoint",
+    "load_model",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
 
 _TORCH_SUFFIXES = (".pt", ".pth")
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable segloc checkpoint; the message starts with its path."""
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder's ``best.safetensors`` (else ``last.safetensors``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist or a run folder holds neither file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path}: run folder without best.safetensors or last.safetensors")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or run folder")
+    return path
+
+
+def _int(extra: Mapping[str, Any], key: str, path: Any, *, minimum: int = 0) -> int:
+    value = extra.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CheckpointError(
+            f"{path}: checkpoint {key} must be an int >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def _ints(value: Any, key: str, path: Any) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise CheckpointError(f"{path}: checkpoint {key} must be a list of ints, got {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What inference needs of a segmentation checkpoint; the trainer writes it as ``extra``.
+
+    Attributes
+    ----------
+    dims, in_channels, num_classes : int
+        2 or 3 spatial axes; image channels; classes including background.
+    patch_size : tuple of int
+        The training patch, the inference window.
+    normalize : str or None
+        :func:`segloc.engine.preprocess.normalize` method.
+    target_spacing : tuple of float or None
+        Spacing cases were resampled to (3D).
+    ignore_index : int or None
+        Label left out of the loss and the scores.
+    label_mapping : {"auto", None}
+        How label files became classes (:func:`segloc.engine.data.load_case`).
+    flip_axes : tuple of int or None
+        Spatial axes training mirrored (flip TTA mirrors only these); None: not recorded.
+    epoch : int or None
+    val_dice : float or None
+        Where the weights were taken and their validation Dice.
+    """
+
+    dims: int
+    in_channels: int
+    num_classes: int
+    patch_size: tuple[int, ...]
+    normalize: str | None = "zscore"
+    target_spacing: tuple[float, ...] | None = None
+    ignore_index: int | None = None
+    label_mapping: str | None = "auto"
+    flip_axes: tuple[int, ...] | None = None
+    epoch: int | None = None
+    val_dice: float | None = None
+
+    def to_extra(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples as lists, a non-finite Dice as None)."""
+        out = dataclasses.asdict(self)
+        for key in ("patch_size", "target_spacing", "flip_axes"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        if out["val_dice"] is not None and not math.isfinite(out["val_dice"]):
+            out["val_dice"] = None
+        return out
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any], *, path: Any = "checkpoint") -> CheckpointMeta:
+        """Read and check the record (other keys are ignored).
+
+        Raises
+        ------
+        CheckpointError
+            A required field missing (not from the segloc trainer) or of the wrong type,
+            naming ``path``.
+        """
+        missing = [
+            k for k in ("dims", "in_channels", "num_classes", "patch_size") if k not in extra
+        ]
+        if missing:
+            raise CheckpointError(
+                f"{path}: checkpoint extra lacks {missing} (not from the segloc trainer?)"
+            )
+        dims = _int(extra, "dims", path, minimum=2)
+        if dims not in (2, 3):
+            raise CheckpointError(f"{path}: checkpoint dims must be 2 or 3, got {dims}")
+        patch = _ints(extra["patch_size"], "patch_size", path)
+        if len(patch) != dims or min(patch) < 1:
+            raise CheckpointError(f"{path}: checkpoint patch_size must be {dims} ints >= 1")
+        spacing = extra.get("target_spacing")
+        if spacing is not None:
+            spacing = [spacing] if isinstance(spacing, (int, float)) else list(spacing)
+            spacing = spacing * dims if len(spacing) == 1 else spacing  # one value: every axis
+            if len(spacing) != dims or not all(
+                isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in spacing
+            ):
+                raise CheckpointError(
+                    f"{path}: checkpoint target_spacing must be {dims} positive numbers"
+                )
+            spacing = tuple(float(s) for s in spacing)
+        flips = extra.get("flip_axes")
+        ignore = extra.get("ignore_index")
+        if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
+            raise CheckpointError(f"{path}: checkpoint ignore_index must be an int or null")
+        return cls(
+            dims=dims,
+            in_channels=_int(extra, "in_channels", path, minimum=1),
+            num_classes=_int(extra, "num_classes", path, minimum=2),
+            patch_size=patch,
+            normalize=extra.get("normalize"),
+            target_spacing=spacing,
+            ignore_index=ignore,
+            label_mapping=extra.get("label_mapping"),
+            flip_axes=None if flips is None else _ints(flips, "flip_axes", path),
+            epoch=extra.get("epoch"),
+            val_dice=extra.get("val_dice"),
+        )
+
+
+@dataclass(frozen=True)
+class LocalizerMeta:
+    """What a box-localizer checkpoint keeps beside its weights (``extra``).
+
+    Attributes
+    ----------
+    classes : tuple of str
+        Class names; the network's class ``k`` (1-based, 0 = no object) is ``classes[k - 1]``.
+    epoch : int or None
+    metrics : dict
+        The epoch's row of ``metrics.csv`` (losses, validation IoU and AP).
+    """
+
+    classes: tuple[str, ...] = ("object",)
+    epoch: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_extra(self) -> dict[str, Any]:
+        """JSON-ready dict (non-finite metrics as None)."""
+        metrics = {k: (float(v) if math.isfinite(v) else None) for k, v in self.metrics.items()}
+        return {"classes": list(self.classes), "epoch": self.epoch, "metrics": metrics}
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any], *, path: Any = "checkpoint") -> LocalizerMeta:
+        classes = extra.get("classes") or ["object"]
+        if not isinstance(classes, Sequence) or not all(isinstance(c, str) for c in classes):
+            raise CheckpointError(f"{path}: checkpoint classes must be a list of names")
+        return cls(tuple(classes), extra.get("epoch"), dict(extra.get("metrics") or {}))
 
 
 def _json(value: Any, *, name: str) -> str:
@@ -145,7 +326,8 @@ def _load_safetensors(path: Path) -> tuple[str, dict, dict[str, torch.Tensor], d
 def load_checkpoint(
     path: str | os.PathLike,
 ) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint` (or a ``.pt``/``.pth`` dict).
+    """Read a checkpoint written by :func:`save_checkpoint` (or a ``.pt``/``.pth`` dict);
+    ``path`` may be a run folder (:func:`resolve_checkpoint`).
 
     Returns
     -------
@@ -162,9 +344,7 @@ def load_checkpoint(
         A ``ValueError`` naming the file, if it is not a segloc checkpoint. ``.pt``/``.pth``
         files go through ``torch.load(weights_only=True)``: a pickled object is refused.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    path = resolve_checkpoint(path)
     if path.suffix.lower() in _TORCH_SUFFIXES:
         return _load_torch(path)
     return _load_safetensors(path)
@@ -179,14 +359,19 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         As :func:`load_checkpoint`; also ``CheckpointError`` when the model cannot be built from
         the stored arguments or the tensors do not match it (missing, unexpected or misshapen).
     """
+    path = resolve_checkpoint(path)
     name, kwargs, state, _ = load_checkpoint(path)
     try:
-        model = create_model(name, **kwargs)
+        # on the meta device first: arguments that ask for terabytes cost nothing there, and
+        # the stored tensors must fit before any memory is taken
+        with torch.device("meta"):
+            shell = create_model(name, **kwargs)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {err}") from None
-    problems = _mismatches(model.state_dict(), state)
+    problems = _mismatches(shell.state_dict(), state)
     if problems:
         raise CheckpointError(f"{path}: weights do not fit model {name!r}: {problems}")
+    model = create_model(name, **kwargs)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
 

@@ -1,4 +1,4 @@
-"""Tests for segloc.localize.sliding_window."""
+"""Tests for segloc.localize.hog: pyramid, windows, the HOG + SVM detector."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from skimage.feature import hog
 
 from segloc.boxes import box_iou
 from segloc.detection_metrics import average_precision_at
-from segloc.localize.sliding_window import (
+from segloc.localize.hog import (
     HogSvmDetector,
     detect_windows,
     pyramid,
@@ -211,7 +211,8 @@ def test_dense_hog_scores_equal_per_window_loop(squares_detector):
     det = squares_detector
     cell = det.cell
     img, _ = squares_image(np.random.default_rng(5), shape=(72, 88))
-    boxes, scores = det.detect(img, score_threshold=-1e9, iou_threshold=1.0, max_detections=10**6)
+    found = det.detect(img, score_threshold=-1e9, iou_threshold=1.0, max_detections=10**6)
+    boxes, scores = found.boxes, found.scores
     got = {tuple(np.round(b, 6)): s for b, s in zip(boxes, scores, strict=True)}
     n = 0
     for level in pyramid(img, scale=det.scale, min_size=det.window_):
@@ -251,7 +252,8 @@ def test_hog_svm_finds_squares(squares_detector):
     aps, found = [], 0
     for _ in range(6):
         img, truth = squares_image(rng, n=2)
-        boxes, scores = det.detect(img, score_threshold=-1.0, max_detections=10)
+        dets = det.detect(img, score_threshold=-1.0, max_detections=10)
+        boxes, scores = dets.boxes, dets.scores
         aps.append(average_precision_at(truth, boxes, scores, 0.5))
         if len(boxes):
             found += int((box_iou(truth, boxes).max(axis=1) >= 0.5).sum())
@@ -303,7 +305,7 @@ def test_hog_svm_with_a_scorer_replaces_the_svm():
     img = np.zeros((64, 64), np.float32)
     img[8:40, 24:56] = 1.0
     det = HogSvmDetector((32, 32))  # not fitted: the scorer does the scoring
-    boxes, scores = det.detect(img, scorer=mean_scorer, score_threshold=0.9)
+    boxes = det.detect(img, scorer=mean_scorer, score_threshold=0.9).boxes
     np.testing.assert_array_equal(boxes, [[24, 8, 56, 40]])
     # levels 64, 51, 41, 33 pixels: ((n - 32) // 8 + 1) ** 2 windows each
     assert det.scan_stats_.windows == 25 + 9 + 4 + 1

@@ -1,4 +1,4 @@
-"""R-CNN-style proposals + SVM detector (segloc.localize.rcnn) and detector save/load."""
+"""Proposal detectors (segloc.localize.proposal_detector) and detector save/load."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from skimage.measure import label, regionprops
 from segloc.boxes import box_iou
 from segloc.coco import box_to_coco, coco_results
 from segloc.detection_metrics import evaluate_detections
-from segloc.localize.rcnn import ProposalDetector, apply_regression, regression_targets
-from segloc.localize.sliding_window import HogSvmDetector
+from segloc.localize.hog import HogSvmDetector
+from segloc.localize.proposal_detector import (
+    ProposalDetector,
+    apply_regression,
+    regression_targets,
+)
 
 
 def scene(rng, *, square=True, size=96):
@@ -74,7 +78,8 @@ def test_finds_the_object(trained):
             truth["annotations"].append(
                 {"id": k, "image_id": k, "category_id": 1, "bbox": bb, "area": bb[2] * bb[3]}
             )
-        pred, scores = trained.detect(img, score_threshold=-10.0)
+        found = trained.detect(img, score_threshold=-10.0)
+        pred, scores = found.boxes, found.scores
         results += coco_results(k, pred, scores, np.ones(len(pred), np.int64))
         # the best box is the square
         assert box_iou(pred[:1], boxes)[0, 0] >= 0.5
@@ -86,11 +91,12 @@ def test_finds_nothing_without_the_object(trained):
     for _ in range(3):
         img, boxes = scene(rng, square=False)
         assert len(boxes) == 0
-        pred, scores = trained.detect(img)  # default: SVM margin >= 0
+        found = trained.detect(img)  # default: SVM margin >= 0
+        pred, scores = found.boxes, found.scores
         assert len(pred) == 0, scores
     # while the same detector does fire on a scene with the square
     img, boxes = scene(rng)
-    pred, _ = trained.detect(img)
+    pred = trained.detect(img).boxes
     assert len(pred) >= 1 and box_iou(pred[:1], boxes)[0, 0] >= 0.5
 
 
@@ -107,12 +113,9 @@ def test_save_load_round_trip(trained, tmp_path):
     assert back.classes_ == trained.classes_ and back.metadata_ == {"note": "x"}
     assert repr(back) == repr(trained)
     img, _ = scene(np.random.default_rng(5))
-    for a, b in zip(
-        trained.detect(img, score_threshold=-5.0),
-        back.detect(img, score_threshold=-5.0),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(a, b)
+    a, b = trained.detect(img, score_threshold=-5.0), back.detect(img, score_threshold=-5.0)
+    for field in ("boxes", "scores", "classes"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
 def test_hog_svm_save_load_round_trip(tmp_path):
@@ -123,10 +126,9 @@ def test_hog_svm_save_load_round_trip(tmp_path):
     back = HogSvmDetector.load(path)
     assert back.metadata_ == {"max_side": 320} and back.window_ == det.window_
     img, _ = scene(rng)
-    for a, b in zip(
-        det.detect(img, score_threshold=-5.0), back.detect(img, score_threshold=-5.0), strict=True
-    ):
-        np.testing.assert_array_equal(a, b)
+    a, b = det.detect(img, score_threshold=-5.0), back.detect(img, score_threshold=-5.0)
+    for field in ("boxes", "scores", "classes"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
 @pytest.mark.parametrize("cls", [ProposalDetector, HogSvmDetector])
@@ -161,7 +163,8 @@ def test_two_classes_are_told_apart():
     det.fit(images, boxes, names, seed=0)
     assert det.classes_ == ["disk", "square"]
     img, sq = scene(np.random.default_rng(99))
-    pred, scores, cls = det.detect(img, score_threshold=-10.0, return_classes=True)
+    found = det.detect(img, score_threshold=-10.0)
+    pred, cls = found.boxes, found.classes
     best_square = pred[cls == 1][0]
     assert box_iou([best_square], sq)[0, 0] >= 0.5
 

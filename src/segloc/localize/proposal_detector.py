@@ -1,6 +1,8 @@
-"""Proposals + classifier (R-CNN style): selective search, warped HOG features, linear SVMs.
+"""Proposal detectors: selective search boxes, raw or scored by SVMs on warped HOG (R-CNN style).
 
-The detector of Girshick et al. [RCNN]_ with hand-made features in place of the CNN:
+:class:`SelectiveSearchDetector` returns the ranked selective search boxes themselves (no
+training); :class:`ProposalDetector` is the detector of Girshick et al. [RCNN]_ with
+hand-made features in place of the CNN:
 
 1. selective search proposals [UI]_ (:func:`segloc.localize.proposals.selective_search`,
    fast mode) on the image downscaled so that its longer side is at most ``max_side``;
@@ -36,7 +38,6 @@ References
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -45,18 +46,18 @@ from typing import Any
 
 import cv2
 import numpy as np
-from skimage.color import rgb2gray, rgb2hsv
+from skimage.color import rgb2hsv
 from skimage.feature import hog
 from sklearn.linear_model import Ridge
 from sklearn.svm import LinearSVC
 
-from segloc._validation import atomic_path, check_image, check_int, check_positive
+from segloc._validation import check_image, check_int, check_positive
 from segloc.boxes import batched_nms, box_iou, check_boxes
+from segloc.color import to_grey
+from segloc.localize.detect import Detections, read_detector_file, write_detector_file
 from segloc.localize.proposals import selective_search
 
-__all__ = ["ProposalDetector", "regression_targets", "apply_regression"]
-
-_FORMAT = "segloc.ProposalDetector/1"
+__all__ = ["ProposalDetector", "SelectiveSearchDetector", "regression_targets", "apply_regression"]
 
 
 # --------------------------------------------------------------------------- box regression
@@ -127,6 +128,37 @@ def apply_regression(proposals: Any, deltas: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- detector
 
 
+def _training_boxes(
+    images: Sequence[Any],
+    boxes_per_image: Sequence[Any],
+    classes_per_image: Sequence[Sequence[str]] | None,
+) -> tuple[list[np.ndarray], list[list[str]]]:
+    """Checked truth boxes and their class names, per image."""
+    truths, names = [], []
+    for k, b in enumerate(boxes_per_image):
+        b = np.asarray(check_boxes(b, name=f"boxes_per_image[{k}]"), np.float64)
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise ValueError(f"boxes_per_image[{k}] must be 2D boxes (N, 4), got {b.shape}")
+        if len(b) and np.any((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])):
+            raise ValueError(f"boxes_per_image[{k}] must have boxes of positive size")
+        truths.append(b)
+        if classes_per_image is None:
+            names.append(["object"] * len(b))
+        else:
+            if len(classes_per_image) != len(images):
+                raise ValueError(
+                    f"classes_per_image must have one entry per image ({len(images)}), "
+                    f"got {len(classes_per_image)}"
+                )
+            c = [str(v) for v in classes_per_image[k]]
+            if len(c) != len(b):
+                raise ValueError(
+                    f"classes_per_image[{k}] must name each of its {len(b)} boxes, got {len(c)}"
+                )
+            names.append(c)
+    return truths, names
+
+
 class ProposalDetector:
     """R-CNN-style detector: selective search proposals scored by per-class linear SVMs.
 
@@ -177,8 +209,8 @@ class ProposalDetector:
     >>> for im in imgs: im[16:40, 20:44] = 0.9
     >>> det = ProposalDetector(max_side=None, patch_size=32, box_regression=False)
     >>> det = det.fit(imgs, [[[20, 16, 44, 40]]] * 4)
-    >>> boxes, scores, classes = det.detect(imgs[0], max_detections=1, return_classes=True)
-    >>> bool(box_iou(boxes, [[20, 16, 44, 40]])[0, 0] > 0.5), det.classes_[classes[0]]
+    >>> found = det.detect(imgs[0], max_detections=1)
+    >>> bool(box_iou(found.boxes, [[20, 16, 44, 40]])[0, 0] > 0.5), det.classes[found.classes[0]]
     (True, 'object')
     """
 
@@ -230,6 +262,11 @@ class ProposalDetector:
         self.training_stats_: dict = {}
         self.metadata_: dict = {}
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names; class ``k`` of :meth:`detect` is ``classes[k]``."""
+        return tuple(self.classes_)
+
     def _params(self) -> dict:
         return {
             "max_side": self.max_side,
@@ -277,7 +314,7 @@ class ProposalDetector:
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[..., None], 3, axis=2)
-        grey = rgb2gray(rgb).astype(np.float32)
+        grey = to_grey(rgb).astype(np.float32)
         # the per-axis factors actually used (rounding makes them differ slightly)
         fx, fy = rgb.shape[1] / w, rgb.shape[0] / h
         return {"rgb": np.clip(rgb, 0, 1), "grey": grey, "factor": np.array([fx, fy, fx, fy])}
@@ -405,28 +442,7 @@ class ProposalDetector:
         max_iter = check_int(max_iter, name="max_iter", minimum=1)
         seed = check_int(seed, name="seed", minimum=0)
         t0 = time.perf_counter()
-        truths, names = [], []
-        for k, b in enumerate(boxes_per_image):
-            b = np.asarray(check_boxes(b, name=f"boxes_per_image[{k}]"), np.float64)
-            if b.ndim != 2 or b.shape[1] != 4:
-                raise ValueError(f"boxes_per_image[{k}] must be 2D boxes (N, 4), got {b.shape}")
-            if len(b) and np.any((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])):
-                raise ValueError(f"boxes_per_image[{k}] must have boxes of positive size")
-            truths.append(b)
-            if classes_per_image is None:
-                names.append(["object"] * len(b))
-            else:
-                if len(classes_per_image) != len(images):
-                    raise ValueError(
-                        f"classes_per_image must have one entry per image ({len(images)}), "
-                        f"got {len(classes_per_image)}"
-                    )
-                c = [str(v) for v in classes_per_image[k]]
-                if len(c) != len(b):
-                    raise ValueError(
-                        f"classes_per_image[{k}] must name each of its {len(b)} boxes, got {len(c)}"
-                    )
-                names.append(c)
+        truths, names = _training_boxes(images, boxes_per_image, classes_per_image)
         self.classes_ = sorted({c for cs in names for c in cs})
         if not self.classes_:
             raise ValueError("boxes_per_image must hold at least one object box")
@@ -442,6 +458,42 @@ class ProposalDetector:
             cls = np.array([self.classes_.index(c) for c in names[k]], np.int64)
             data.append((prep, props, truth, cls))
 
+        pos, neg, reg_x, reg_y = self._examples(data, n_cls, neg_n, flip, rng)
+        for c in range(n_cls):
+            if not len(neg[c]):
+                raise ValueError(
+                    f"images must leave room for negative proposals of class "
+                    f"{self.classes_[c]!r} (IoU < 0.3 with its boxes)"
+                )
+        n_neg = [[len(n) for n in neg]]
+        self._train(pos, neg, max_iter, seed)
+        for _ in range(rounds):
+            added = self._hard_negatives(data, n_cls, hard_n)
+            n_neg.append([sum(len(a) for a in added[c]) for c in range(n_cls)])
+            if not any(added):
+                break
+            neg = [np.concatenate([neg[c]] + added[c]) for c in range(n_cls)]
+            self._train(pos, neg, max_iter, seed)
+        if self.box_regression:
+            self.reg_coef_ = np.zeros((n_cls, 4, self.n_features))
+            self.reg_intercept_ = np.zeros((n_cls, 4))
+            for c in range(n_cls):
+                ridge = Ridge(alpha=self.ridge_alpha).fit(
+                    np.concatenate(reg_x[c]).astype(np.float64), np.concatenate(reg_y[c])
+                )
+                self.reg_coef_[c] = ridge.coef_
+                self.reg_intercept_[c] = ridge.intercept_
+        else:
+            self.reg_coef_ = self.reg_intercept_ = None
+        self.training_stats_ = {
+            "positives": [len(p) for p in pos],
+            "negatives_per_round": n_neg,
+            "seconds": time.perf_counter() - t0,
+        }
+        return self
+
+    def _examples(self, data: list, n_cls: int, neg_n: int, flip: bool, rng: Any) -> tuple:
+        """Positive, random negative and box-regression examples of every class."""
         pos = [[] for _ in range(n_cls)]
         reg_x = [[] for _ in range(n_cls)]
         reg_y = [[] for _ in range(n_cls)]
@@ -469,51 +521,25 @@ class ProposalDetector:
                     neg[c].append(self.features(prep, props[np.sort(pick)]))
         pos = [np.concatenate(p) if p else np.zeros((0, self.n_features), np.float32) for p in pos]
         neg = [np.concatenate(n) if n else np.zeros((0, self.n_features), np.float32) for n in neg]
-        for c in range(n_cls):
-            if not len(neg[c]):
-                raise ValueError(
-                    f"images must leave room for negative proposals of class "
-                    f"{self.classes_[c]!r} (IoU < 0.3 with its boxes)"
-                )
-        n_neg = [[len(n) for n in neg]]
-        self._train(pos, neg, max_iter, seed)
-        for _ in range(rounds):
-            added = [[] for _ in range(n_cls)]
-            for prep, props, truth, cls in data:
-                if not len(props):
-                    continue
-                feats = self.features(prep, props)
-                scores = feats @ self.coef_.T + self.intercept_  # (N, n_cls)
-                iou = box_iou(props, truth) if len(truth) else np.zeros((len(props), 0))
-                for c in range(n_cls):
-                    mine = cls == c
-                    best = iou[:, mine].max(axis=1) if mine.any() else np.zeros(len(props))
-                    idx = np.flatnonzero((best < 0.3) & (scores[:, c] > -1.0))
-                    idx = idx[np.argsort(-scores[idx, c], kind="stable")[:hard_n]]
-                    if idx.size:
-                        added[c].append(feats[np.sort(idx)])
-            n_neg.append([sum(len(a) for a in added[c]) for c in range(n_cls)])
-            if not any(added):
-                break
-            neg = [np.concatenate([neg[c]] + added[c]) for c in range(n_cls)]
-            self._train(pos, neg, max_iter, seed)
-        if self.box_regression:
-            self.reg_coef_ = np.zeros((n_cls, 4, self.n_features))
-            self.reg_intercept_ = np.zeros((n_cls, 4))
+        return pos, neg, reg_x, reg_y
+
+    def _hard_negatives(self, data: list, n_cls: int, hard_n: int) -> list[list[np.ndarray]]:
+        """Per class, the training proposals with IoU < 0.3 that violate the margin."""
+        added = [[] for _ in range(n_cls)]
+        for prep, props, truth, cls in data:
+            if not len(props):
+                continue
+            feats = self.features(prep, props)
+            scores = feats @ self.coef_.T + self.intercept_  # (N, n_cls)
+            iou = box_iou(props, truth) if len(truth) else np.zeros((len(props), 0))
             for c in range(n_cls):
-                ridge = Ridge(alpha=self.ridge_alpha).fit(
-                    np.concatenate(reg_x[c]).astype(np.float64), np.concatenate(reg_y[c])
-                )
-                self.reg_coef_[c] = ridge.coef_
-                self.reg_intercept_[c] = ridge.intercept_
-        else:
-            self.reg_coef_ = self.reg_intercept_ = None
-        self.training_stats_ = {
-            "positives": [len(p) for p in pos],
-            "negatives_per_round": n_neg,
-            "seconds": time.perf_counter() - t0,
-        }
-        return self
+                mine = cls == c
+                best = iou[:, mine].max(axis=1) if mine.any() else np.zeros(len(props))
+                idx = np.flatnonzero((best < 0.3) & (scores[:, c] > -1.0))
+                idx = idx[np.argsort(-scores[idx, c], kind="stable")[:hard_n]]
+                if idx.size:
+                    added[c].append(feats[np.sort(idx)])
+        return added
 
     def _train(self, pos: list, neg: list, max_iter: int, seed: int) -> None:
         coef = np.zeros((len(pos), self.n_features))
@@ -537,36 +563,35 @@ class ProposalDetector:
         self,
         image: Any,
         *,
-        score_threshold: float = 0.0,
+        score_threshold: float | None = 0.0,
         iou_threshold: float = 0.3,
         max_detections: int = 100,
-        return_classes: bool = False,
         seed: int = 0,
-    ) -> tuple[np.ndarray, ...]:
+    ) -> Detections:
         """Detect objects in one image.
 
         Parameters
         ----------
         image : array_like, (H, W) or (H, W, 3)
-        score_threshold : float, optional
-            SVM margin below which a proposal is dropped (0 = the decision boundary).
+        score_threshold : float or None, optional
+            SVM margin below which a proposal is dropped (0, also for None, = the decision
+            boundary).
         iou_threshold : float, optional
             Per-class NMS: a box overlapping a better one of its class by more goes
             (R-CNN: 0.3).
         max_detections : int, optional
-        return_classes : bool, optional
-            Also return the class index of each box (``classes_[k]``).
         seed : int, optional
             Proposal rank diversification seed.
 
         Returns
         -------
-        boxes : ndarray of float64, shape (K, 4)
-            ``(x0, y0, x1, y1)`` in the input's coordinates, by decreasing score.
-        scores : ndarray of float64, shape (K,)
-        classes : ndarray of int64, shape (K,), only with ``return_classes``
+        Detections
+            ``(x0, y0, x1, y1)`` in the input's coordinates, by decreasing score; class
+            ``k`` is ``classes[k]``.
         """
         self._check_fitted()
+        if score_threshold is None:
+            score_threshold = 0.0
         if isinstance(score_threshold, bool) or not isinstance(
             score_threshold, (int, float, np.number)
         ):
@@ -595,7 +620,7 @@ class ProposalDetector:
         boxes, scores, cls = boxes[ok], scores[ok], cls[ok]
         keep = np.asarray(batched_nms(boxes, scores, cls, float(iou_threshold)))[:max_detections]
         boxes, scores, cls = boxes[keep] / prep["factor"], scores[keep], cls[keep].astype(np.int64)
-        return (boxes, scores, cls) if return_classes else (boxes, scores)
+        return Detections(boxes, scores, cls, self.classes)
 
     # ------------------------------------------------------------------ persistence
 
@@ -607,7 +632,6 @@ class ProposalDetector:
         """
         self._check_fitted()
         meta = {
-            "format": _FORMAT,
             "params": self._params(),
             "classes": self.classes_,
             "metadata": dict(metadata if metadata is not None else self.metadata_),
@@ -615,11 +639,7 @@ class ProposalDetector:
         arrays = {"coef": self.coef_, "intercept": self.intercept_}
         if self.reg_coef_ is not None:
             arrays |= {"reg_coef": self.reg_coef_, "reg_intercept": self.reg_intercept_}
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-        return path
+        return write_detector_file(path, "ProposalDetector", meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ProposalDetector:
@@ -630,17 +650,9 @@ class ProposalDetector:
         ValueError
             The file is not a saved ProposalDetector (message starts with the path).
         """
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ValueError(f"{path}: not a saved ProposalDetector ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ValueError(
-                f"{path}: not a saved ProposalDetector (format {meta.get('format')!r})"
-            )
+        meta, arrays = read_detector_file(path, "ProposalDetector")
+        if "params" not in meta or "coef" not in arrays:
+            raise ValueError(f"{path}: not a saved ProposalDetector (no weights)")
         det = cls(**meta["params"])
         det.classes_ = list(meta["classes"])
         det.coef_ = arrays["coef"]
@@ -654,3 +666,67 @@ class ProposalDetector:
                 f"got {det.coef_.shape}"
             )
         return det
+
+
+class SelectiveSearchDetector:
+    """The ranked selective search boxes of an image, as detections (nothing is learned).
+
+    The image is shrunk so its longer side is at most ``max_side`` first (selective search
+    slows with the pixel count); the ``top`` best-ranked proposals are scored
+    ``1 / (1 + rank)``, so the first proposal scores 1.
+
+    Parameters
+    ----------
+    top : int, optional
+        Proposals kept.
+    max_side : int, optional
+        Longer side of the working image (>= 16).
+
+    References
+    ----------
+    .. [UI] Uijlings et al. "Selective Search for Object Recognition", IJCV 2013,
+       :doi:`10.1007/s11263-013-0620-5`
+    """
+
+    classes = ("object",)
+
+    def __init__(self, *, top: int = 100, max_side: int = 500) -> None:
+        self.top = check_int(top, name="top", minimum=1)
+        self.max_side = check_int(max_side, name="max_side", minimum=16)
+
+    def detect(
+        self, image: Any, *, score_threshold: float | None = None, max_detections: int = 100
+    ) -> Detections:
+        """The ``top`` proposals (then ``score_threshold`` / ``max_detections``) by rank."""
+        from skimage.transform import resize
+
+        arr = check_image(image, ndim=(2, 3))
+        stored = arr.dtype
+        h, w = arr.shape[:2]
+        f = 1.0
+        if max(h, w) > self.max_side:
+            f = self.max_side / max(h, w)
+            size = (round(h * f), round(w * f))
+            arr = resize(arr, size, anti_aliasing=True, preserve_range=True).astype(np.float32)
+        # selective search takes uint8 as it is and anything else as [0, 1]
+        if stored == np.uint8 and arr.dtype != np.uint8:
+            arr = np.clip(arr / 255.0, 0, 1)
+        elif np.issubdtype(stored, np.integer) and stored != np.uint8:
+            arr = arr.astype(np.float32) / float(np.iinfo(stored).max)
+        boxes, _ = selective_search(arr, mode="fast", max_proposals=self.top)
+        scores = 1.0 / (1.0 + np.arange(len(boxes)))
+        found = Detections(boxes, scores).scaled(f)
+        return found.filter(score_threshold=score_threshold, max_detections=max_detections)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Its two settings, in a detector file."""
+        meta = {"top": self.top, "max_side": self.max_side}
+        return write_detector_file(path, "SelectiveSearchDetector", meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SelectiveSearchDetector:
+        meta, _ = read_detector_file(path, "SelectiveSearchDetector")
+        try:
+            return cls(**meta)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a saved SelectiveSearchDetector ({exc})") from None

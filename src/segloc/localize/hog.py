@@ -1,4 +1,4 @@
-"""Sliding-window detection: image pyramid, vectorised windows, HOG + linear SVM, NMS.
+"""HOG sliding-window detection: image pyramid, vectorised windows, HOG + linear SVM, NMS.
 
 A detector scans windows of a fixed size over an image pyramid, scores each window and keeps
 the local bests by non-maximum suppression across all scales. Nothing loops in Python over
@@ -28,7 +28,6 @@ References
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -38,13 +37,14 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from skimage.color import rgb2gray
 from skimage.feature import hog
 from skimage.transform import resize
 from sklearn.svm import LinearSVC
 
-from segloc._validation import as_float, atomic_path, check_image, check_int, check_positive
+from segloc._validation import as_float, check_image, check_int, check_positive
 from segloc.boxes import box_iou, check_boxes, nms
+from segloc.color import to_grey
+from segloc.localize.detect import Detections, read_detector_file, write_detector_file
 
 __all__ = [
     "ScanStats",
@@ -56,7 +56,6 @@ __all__ = [
 ]
 
 Scorer = Callable[[np.ndarray], Any]
-_SAVE_FORMAT = "segloc.HogSvmDetector/1"
 
 
 # --------------------------------------------------------------------------- checks
@@ -418,6 +417,11 @@ class HogSvmDetector:
         SVM regularisation (``sklearn.svm.LinearSVC``; 0.01 in [DT]_).
     scale : float, optional
         Pyramid ratio between levels (Dalal and Triggs used 1.05; 1.25 is 4x fewer levels).
+    max_side : int or None, optional
+        Images are shrunk so their longer side is at most this before training and scanning
+        (boxes come back in the input's pixels); None keeps every image's size.
+    classes : sequence of str, optional
+        The one class's name, for the boxes' ``class_names``.
 
     Attributes
     ----------
@@ -432,8 +436,11 @@ class HogSvmDetector:
 
     Notes
     -----
-    HOG is scikit-image's ``hog`` (L2-Hys block normalisation, no gamma correction), computed
-    once per pyramid level of the grey image reflected by one cell at the border; window
+    Pre-processing is the detector's own, the same in :meth:`fit` and :meth:`detect`: colour
+    images become grey by :func:`segloc.color.to_grey`, integer images are scaled to [0, 1],
+    and images are shrunk to ``max_side``. HOG is scikit-image's ``hog`` (L2-Hys block
+    normalisation, no gamma correction), computed once per pyramid level of the grey image
+    reflected by one cell at the border; window
     ``(i, j)`` of a level is its block slice ``[i + 1 : i + 1 + bh, j + 1 : j + 1 + bw]``
     (``bh = window_h / cell - block + 1``), which equals the HOG of the window cut with a
     one-cell margin. The SVM score of every window is then ``sum over (a, c) of
@@ -452,8 +459,7 @@ class HogSvmDetector:
     >>> imgs = [rng.random((96, 96)) * 0.3 for _ in range(4)]
     >>> for im in imgs: im[20:52, 30:62] += 0.7
     >>> det = HogSvmDetector((32, 32), C=1.0).fit(imgs, [[[30, 20, 62, 52]]] * 4, seed=0)
-    >>> boxes, scores = det.detect(imgs[0], max_detections=1)
-    >>> boxes.round(1)  # the level-1 window nearest the object
+    >>> det.detect(imgs[0], max_detections=1).boxes.round(1)  # level-1 window nearest it
     array([[29.9, 19.9, 69.8, 59.8]])
     """
 
@@ -466,6 +472,8 @@ class HogSvmDetector:
         orientations: int = 9,
         C: float = 0.01,
         scale: float = 1.25,
+        max_side: int | None = None,
+        classes: Sequence[str] = ("object",),
     ) -> None:
         self.cell = check_int(cell, name="cell", minimum=2)
         self.block = check_int(block, name="block", minimum=1)
@@ -473,6 +481,12 @@ class HogSvmDetector:
         self.C = float(check_positive(C, name="C"))
         self.scale = _check_scale(scale)
         self.window = None if window is None else self._check_window(window)
+        self.max_side = (
+            None if max_side is None else check_int(max_side, name="max_side", minimum=16)
+        )
+        self.classes = tuple(str(c) for c in classes)
+        if len(self.classes) != 1:
+            raise ValueError(f"classes must name the one class, got {self.classes}")
         self.window_: tuple[int, int] | None = self.window
         self.coef_: np.ndarray | None = None
         self.intercept_: float = 0.0
@@ -482,7 +496,8 @@ class HogSvmDetector:
     def __repr__(self) -> str:
         return (
             f"HogSvmDetector(window={self.window}, cell={self.cell}, block={self.block}, "
-            f"orientations={self.orientations}, C={self.C}, scale={self.scale})"
+            f"orientations={self.orientations}, C={self.C}, scale={self.scale}, "
+            f"max_side={self.max_side})"
         )
 
     # ------------------------------------------------------------------ geometry
@@ -516,11 +531,21 @@ class HogSvmDetector:
 
     # ------------------------------------------------------------------ features
 
-    def _grey(self, image: Any, name: str = "image") -> np.ndarray:
+    def _grey(self, image: Any, name: str = "image") -> tuple[np.ndarray, float]:
+        """The working image: grey, in [0, 1] for integer input, shrunk to ``max_side``;
+        and the factor applied (working pixels per input pixel)."""
         arr = _check_2d_image(image, name=name)
         if arr.ndim == 3:
-            arr = arr[..., 0] if arr.shape[2] == 1 else rgb2gray(arr[..., :3])
-        return arr.astype(np.float64, copy=False)
+            arr = arr[..., 0] if arr.shape[2] == 1 else to_grey(arr)
+        if np.issubdtype(arr.dtype, np.integer):
+            arr = arr / float(np.iinfo(arr.dtype).max)
+        arr = arr.astype(np.float64, copy=False)
+        h, w = arr.shape
+        if self.max_side is None or max(h, w) <= self.max_side:
+            return arr, 1.0
+        f = self.max_side / max(h, w)
+        small = resize(arr, (round(h * f), round(w * f)), anti_aliasing=True, preserve_range=True)
+        return small, f
 
     def _blocks(self, grey: np.ndarray) -> np.ndarray:
         """HOG blocks (NBy, NBx, F) of a grey image reflected by one cell on every side."""
@@ -658,10 +683,11 @@ class HogSvmDetector:
         )
         max_iter = check_int(max_iter, name="max_iter", minimum=1)
         t0 = time.perf_counter()
-        greys = [self._grey(im, name=f"images[{k}]") for k, im in enumerate(images)]
+        prepared = [self._grey(im, name=f"images[{k}]") for k, im in enumerate(images)]
+        greys = [g for g, _ in prepared]
         truths = []
         for k, b in enumerate(boxes_per_image):
-            b = check_boxes(b, name=f"boxes_per_image[{k}]")
+            b = check_boxes(b, name=f"boxes_per_image[{k}]") * prepared[k][1]
             if b.shape[1] != 4:
                 raise ValueError(f"boxes_per_image[{k}] must be 2D boxes (N, 4), got {b.shape}")
             if len(b) and np.any((b[:, 2] - b[:, 0] <= 0) | (b[:, 3] - b[:, 1] <= 0)):
@@ -784,20 +810,22 @@ class HogSvmDetector:
         self,
         image: Any,
         *,
-        score_threshold: float = 0.0,
+        score_threshold: float | None = 0.0,
         iou_threshold: float = 0.3,
         max_detections: int = 100,
         scorer: Scorer | None = None,
         batch_size: int = 256,
         pre_nms_top_k: int = 5000,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> Detections:
         """Detect objects in one image.
 
         Parameters
         ----------
         image : array_like, (H, W) or (H, W, C)
-        score_threshold : float, optional
-            SVM margin (0 = the SVM's decision boundary) or the ``scorer``'s score.
+            Any dtype; prepared as in :meth:`fit` (grey, [0, 1], ``max_side``).
+        score_threshold : float or None, optional
+            SVM margin (0, also for None, = the SVM's decision boundary) or the
+            ``scorer``'s score.
         iou_threshold : float, optional
             NMS across all pyramid levels.
         max_detections : int, optional
@@ -811,12 +839,13 @@ class HogSvmDetector:
 
         Returns
         -------
-        boxes : ndarray of float64, shape (K, 4)
-            ``(x0, y0, x1, y1)`` by decreasing score.
-        scores : ndarray of float64, shape (K,)
+        Detections
+            Boxes ``(x0, y0, x1, y1)`` in the input's pixels by decreasing score.
 
         The scan's cost is left in ``scan_stats_`` (windows, seconds, windows_per_second).
         """
+        if score_threshold is None:
+            score_threshold = 0.0
         if scorer is not None:
             if self.window_ is None:
                 raise ValueError("window must be set (constructor or fit) to use a scorer")
@@ -832,16 +861,17 @@ class HogSvmDetector:
                 batch_size=batch_size,
                 pre_nms_top_k=pre_nms_top_k,
             )
-            return boxes, scores
+            return Detections(boxes, scores, class_names=self.classes)
         self._check_fitted()
         opts = _check_scan_options(score_threshold, iou_threshold, max_detections, pre_nms_top_k)
         t0 = time.perf_counter()
-        levels = self._levels(self._grey(image))
+        grey, factor = self._grey(image)
+        levels = self._levels(grey)
         boxes = [self._level_boxes(lv) for lv in levels]
         scores = [self._level_scores(lv) for lv in levels]
         seconds = time.perf_counter() - t0
         self.scan_stats_ = ScanStats(sum(len(s) for s in scores), seconds, len(levels))
-        return _select(
+        boxes, scores = _select(
             boxes,
             scores,
             score_threshold=opts[0],
@@ -849,18 +879,18 @@ class HogSvmDetector:
             max_detections=opts[2],
             pre_nms_top_k=opts[3],
         )
+        return Detections(boxes, scores, class_names=self.classes).scaled(factor)
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
         """Write the fitted detector to an ``.npz`` file (no pickle), atomically.
 
-        ``metadata`` (JSON-serialisable, e.g. class name and image scale) is stored alongside
-        and comes back as ``metadata_`` from :meth:`load`.
+        ``metadata`` (JSON-serialisable, e.g. the training split) is stored alongside and
+        comes back as ``metadata_`` from :meth:`load`.
         """
         self._check_fitted()
         meta = {
-            "format": _SAVE_FORMAT,
             "params": {
                 "window": list(self.window) if self.window is not None else None,
                 "cell": self.cell,
@@ -868,16 +898,14 @@ class HogSvmDetector:
                 "orientations": self.orientations,
                 "C": self.C,
                 "scale": self.scale,
+                "max_side": self.max_side,
+                "classes": list(self.classes),
             },
             "window_": list(self.window_),
             "intercept": self.intercept_,
             "metadata": dict(metadata if metadata is not None else getattr(self, "metadata_", {})),
         }
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, meta=np.array(json.dumps(meta)), coef=self.coef_)
-        return path
+        return write_detector_file(path, "HogSvmDetector", meta, {"coef": self.coef_})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> HogSvmDetector:
@@ -888,17 +916,16 @@ class HogSvmDetector:
         ValueError
             The file is not a saved HogSvmDetector (message starts with the path).
         """
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                coef = z["coef"]
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ValueError(f"{path}: not a saved HogSvmDetector ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != _SAVE_FORMAT:
-            raise ValueError(f"{path}: not a saved HogSvmDetector")
+        meta, arrays = read_detector_file(path, "HogSvmDetector")
+        coef = arrays.get("coef")
+        if coef is None or "params" not in meta:
+            raise ValueError(f"{path}: not a saved HogSvmDetector (no weights)")
         params = dict(meta["params"])
         window = params.pop("window")
+        old = dict(meta.get("metadata", {}))
+        # files written before the detector owned its size and class name kept them here
+        params.setdefault("max_side", old.get("max_side"))
+        params.setdefault("classes", old.get("classes") or ["object"])
         det = cls(tuple(window) if window is not None else None, **params)
         det.window_ = det._check_window(meta["window_"])
         det.coef_ = coef

@@ -1,0 +1,5 @@
+import sys
+
+from segloc.cli import main
+
+sys.exit(main())

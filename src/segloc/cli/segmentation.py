@@ -1,0 +1,414 @@
+"""Segmentation commands: ``train``, ``predict``, ``evaluate``, ``compare``, ``export``,
+``dataset check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from segloc.cli.arguments import UsageError, add_inference_options, predictor_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    add_evaluate(sub)
+    add_predict(sub)
+    add_compare(sub)
+    add_export(sub)
+    add_dataset(sub)
+    add_train(sub)
+
+
+def _print_table(rows: Sequence[dict], key: str) -> None:
+    cols = [c for c in rows[0] if c != key] if rows else []
+    width = max(8, *(len(str(r[key])) for r in rows)) if rows else 8
+    print(f"{key:<{width}}  " + "  ".join(f"{c:>9}" for c in cols))
+    for row in rows:
+        cells = [
+            f"{v:9.4f}" if isinstance(v, float) else f"{v!s:>9}"
+            for v in (row.get(c, float("nan")) for c in cols)
+        ]
+        print(f"{row[key]!s:<{width}}  " + "  ".join(cells))
+
+
+def _print_notes(notes: Sequence) -> None:
+    """Say on stderr when scored cases trained the model: their scores measure the fit."""
+    for n in notes:
+        print(
+            f"note: {len(n.cases)} of the {n.total} cases (e.g. {n.cases[0]}) trained the model "
+            f"({n.run / 'split.json'}): their scores measure the fit; --split val scores the "
+            "held-out cases only",
+            file=sys.stderr,
+        )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score predicted masks against ground truth (files or folders)",
+        description="Dice, IoU and HD95 per class and case; "
+        "folders are matched by file stem, recursively.",
+    )
+    p.add_argument("pred", nargs="?", help="prediction file or folder")
+    p.add_argument("truth", nargs="?", help="ground-truth file or folder")
+    p.add_argument(
+        "--classes", type=int, help="number of labels including background (default: inferred)"
+    )
+    p.add_argument("--report", help="comma-separated classes to report (default: all foreground)")
+    p.add_argument("--ignore-index", type=int, help="truth label to ignore (CamVid void = 11)")
+    p.add_argument("--truth-suffix", default="", help="suffix of truth stems, e.g. _mask")
+    p.add_argument(
+        "--empty",
+        default="nan",
+        choices=["nan", "one", "zero"],
+        help="score of a class absent from both prediction and truth",
+    )
+    p.add_argument("--no-surface", action="store_true", help="skip HD95 (faster)")
+    p.add_argument("--csv", help="write per-case rows and summary to this CSV")
+    p.add_argument("--json", help="write per-case rows and summary to this JSON")
+    g = p.add_argument_group(
+        "model on a dataset (instead of PRED TRUTH)",
+        "predict every case of DIR with a trained model and score it; writes per_case.csv, "
+        "per_case.json and best.png / worst.png panels to -o",
+    )
+    g.add_argument(
+        "--model",
+        action="append",
+        help="run folder (best.safetensors) or checkpoint file; repeat it to score the "
+        "ensemble (mean probabilities) of several",
+    )
+    g.add_argument("--data", help="dataset folder (images/ + labels/ or masks/)")
+    g.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "val"],
+        help="cases of the run folder's split.json",
+    )
+    g.add_argument("--val-only", action="store_true", help="same as --split val")
+    g.add_argument("-o", "--output", help="output folder")
+    add_inference_options(g, backend=False)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _report_classes(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--report must be comma-separated class numbers, got {text!r}") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segloc.evaluate import evaluate_paths
+
+    if args.model is not None or args.data is not None:
+        return _evaluate_model(args)
+    if args.pred is None or args.truth is None:
+        raise UsageError("give PRED and TRUTH, or --model RUN --data DIR")
+    result = evaluate_paths(
+        args.pred,
+        args.truth,
+        num_classes=args.classes,
+        classes=_report_classes(args.report),
+        ignore_index=args.ignore_index,
+        truth_suffix=args.truth_suffix,
+        empty=args.empty,
+        surface=not args.no_surface,
+    )
+    summary = result.summary()
+    _print_table(
+        result.rows + [{"case": s, **summary[s]} for s in ("mean", "std", "median")], "case"
+    )
+    for name, items in (("prediction", result.unmatched_pred), ("truth", result.unmatched_truth)):
+        if items:
+            print(
+                f"warning: {len(items)} {name} file(s) without a match, e.g. {items[0]}",
+                file=sys.stderr,
+            )
+    if args.csv:
+        result.to_csv(args.csv)
+    if args.json:
+        result.to_json(args.json)
+    return 0
+
+
+def _evaluate_model(args: argparse.Namespace) -> int:
+    from segloc.evaluate import evaluate_model
+
+    if args.model is None or args.data is None:
+        raise UsageError("--model and --data go together")
+    if args.pred is not None or args.truth is not None:
+        raise UsageError("give PRED and TRUTH, or --model RUN --data DIR, not both")
+    if args.output is None:
+        raise UsageError("-o/--output (a folder) is required with --model")
+    result, notes = evaluate_model(
+        args.model,
+        args.data,
+        args.output,
+        split="val" if args.val_only else args.split,
+        empty=args.empty,
+        surface=not args.no_surface,
+        progress=not args.quiet,
+        **predictor_options(args),
+    )
+    _print_notes(notes)
+    _print_table(result.rows + [{"case": "mean", **result.summary()["mean"]}], "case")
+    print(
+        f"{len(result.rows)} case(s) -> {args.output}/per_case.csv, per_case.json, best.png, "
+        "worst.png"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment images or volumes with a trained model",
+        description="Sliding-window inference with a trained model. Masks are written in the "
+        "input's format (PNG for 2D pictures, 0/255 when binary; TIFF for TIFF; NIfTI/NRRD "
+        "volumes keep the input affine). Nothing is written unless every input succeeds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="run folder or checkpoint file; repeat it to average the class probabilities of "
+        "several models (an ensemble, as nnU-Net's folds)",
+    )
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    add_inference_options(p, backend=True)
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write class probabilities (<stem>_prob.npy, or .nii.gz for NIfTI inputs)",
+    )
+    p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    p.add_argument(
+        "--boxes",
+        action="store_true",
+        help="also write boxes.json: connected components of the masks, COCO results style",
+    )
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from segloc.engine.infer import load_predictor, predict_to_folder
+
+    predictor = load_predictor(args.model, **predictor_options(args))
+    written = predict_to_folder(
+        predictor,
+        args.inputs,
+        args.output,
+        probabilities=args.probabilities,
+        overlay=args.overlay,
+        boxes=args.boxes,
+        progress=not args.quiet,
+    )
+    models = ", ".join(map(str, predictor.paths))
+    print(f"{len(written)} file(s) written to {args.output} ({models})")
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    from segloc.evaluate import CLASSICAL
+
+    p = sub.add_parser(
+        "compare",
+        help="classical methods and trained models scored on the same cases",
+        description="One table of mean Dice, IoU and HD95 per method (printed, compare.csv; "
+        "per-case rows in compare_cases.csv). Classical methods see no label and no click: "
+        "classes follow intensity order, srg/confidence get automatic seeds.",
+    )
+    p.add_argument("--data", required=True, help="dataset folder (images/ + labels/ or masks/)")
+    p.add_argument(
+        "--methods",
+        required=True,
+        help=f"comma-separated: {', '.join(CLASSICAL)}, NAME:RUN (a trained model)",
+    )
+    p.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "val"],
+        help="cases of the first model's split.json",
+    )
+    p.add_argument(
+        "--classes", type=int, default=2, help="classes incl. background without a model"
+    )
+    p.add_argument("--ignore-index", type=int, help="truth label to ignore (without a model)")
+    p.add_argument("--no-surface", action="store_true", help="skip HD95 (faster)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    add_inference_options(p, backend=True)
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from segloc.evaluate import compare
+
+    specs = [m.strip() for m in args.methods.split(",") if m.strip()]
+    rows, cases, notes = compare(
+        args.data,
+        specs,
+        args.output,
+        split=args.split,
+        num_classes=args.classes,
+        ignore_index=args.ignore_index,
+        surface=not args.no_surface,
+        progress=not args.quiet,
+        **predictor_options(args),
+    )
+    _print_notes(notes)
+    _print_table(rows, "method")
+    print(f"{cases} case(s), {len(rows)} method(s) -> {args.output}/compare.csv, compare_cases.csv")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model checkpoint (or a run folder's) to ONNX")
+    p.add_argument("checkpoint")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--size", help="example input size, e.g. 256x256 (default: the model's minimum)")
+    p.set_defaults(func=cmd_export)
+
+
+def _size(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        size = tuple(int(s) for s in text.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must look like 256x256, got {text!r}") from None
+    if any(s < 1 for s in size):
+        raise UsageError(f"--size must be positive, got {text!r}")
+    return size
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from segloc.nn.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.onnx, example_size=_size(args.size))
+    print(f"{args.checkpoint} -> {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset", help="inspect a dataset folder (images/ + labels/ or masks/)")
+    dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
+    q = dsub.add_parser(
+        "check", help="unmatched files, shapes, spacings, label values, class balance"
+    )
+    q.add_argument("dir")
+    q.add_argument("--images", help="image folder inside DIR (default: images)")
+    q.add_argument("--labels", help="label folder inside DIR (default: labels or masks)")
+    q.add_argument("--label-suffix", help="suffix of label names, e.g. _mask (default: detected)")
+    q.add_argument("--limit", type=int, default=10, help="list at most this many items per section")
+    q.set_defaults(func=cmd_dataset_check)
+
+
+def cmd_dataset_check(args: argparse.Namespace) -> int:
+    from segloc.engine.data import check_dataset
+
+    report = check_dataset(
+        args.dir, image_dir=args.images, label_dir=args.labels, label_suffix=args.label_suffix
+    )
+    print(report.format(limit=args.limit))
+    # a dataset with problems is bad input: say so with the exit status too
+    return 0 if report.ok else 2
+
+
+# --------------------------------------------------------------------------- train
+
+# flag -> TrainConfig field; None defaults so that only the flags given override the YAML file
+_TRAIN_FLAGS = (
+    ("--data", "data", str, "dataset folder (images/ + labels/ or masks/)"),
+    ("--out", "out", str, "run folder (default runs/run)"),
+    ("--model", "model", str, "unet, unetpp, vnet or unet3d (default unet)"),
+    ("--classes", "classes", int, "classes including background (default: from the labels)"),
+    ("--base-channels", "base_channels", int, "channels of the first level"),
+    ("--depth", "depth", int, "number of poolings"),
+    ("--patch", "patch", int, "training patch size, one value per axis or one for all"),
+    ("--batch", "batch", int, "patches per step (default 4)"),
+    ("--epochs", "epochs", int, "stop after this many epochs"),
+    ("--time-budget", "time_budget", str, "stop after this wall time, e.g. 20m or 1h30m"),
+    ("--samples-per-epoch", "samples_per_epoch", int, "patches per epoch (default 200)"),
+    ("--optimizer", "optimizer", str, "adamw (default) or sgd (momentum 0.99, as U-Net)"),
+    ("--lr", "lr", float, "learning rate (default 1e-3 AdamW, 1e-2 SGD)"),
+    ("--weight-decay", "weight_decay", float, "default 1e-4"),
+    ("--momentum", "momentum", float, "SGD momentum (default 0.99)"),
+    ("--schedule", "schedule", str, "poly (default), cosine or constant"),
+    ("--warmup", "warmup", float, "fraction of the run with linear warm-up (default 0)"),
+    ("--ema", "ema", float, "keep and checkpoint a moving average of the weights, e.g. 0.999"),
+    ("--loss", "loss", str, "dice_ce (default), ce or dice"),
+    ("--border-weight", "border_weight", float, "U-Net border weight w0 on the CE term, e.g. 10"),
+    ("--border-sigma", "border_sigma", float, "its border width in pixels (default 5)"),
+    ("--val", "val", str, "separate validation dataset folder"),
+    ("--val-fraction", "val_fraction", float, "share of cases kept for validation (0.2)"),
+    ("--group-by", "group_by", str, "case (default) or folder: split whole folders (patients)"),
+    ("--val-split", "val_split", str, "random (default) or last: hold out the last cases by name"),
+    ("--val-every", "val_every", int, "validate every N epochs (default 1)"),
+    ("--patience", "patience", int, "early stopping after N validations without progress"),
+    ("--normalize", "normalize", str, "zscore (default), percentile or minmax"),
+    ("--target-spacing", "target_spacing", float, "resample 3D cases to this spacing"),
+    ("--ignore-index", "ignore_index", int, "label left out of loss and scores"),
+    ("--label-suffix", "label_suffix", str, "ending of label names, e.g. _mask"),
+    ("--augment", "augment", str, "default, light (flips, 90 degree turns) or none"),
+    ("--foreground-fraction", "foreground_fraction", float, "share of foreground patches"),
+    ("--workers", "workers", int, "data loading processes (default 0)"),
+    ("--cache-mib", "cache_mib", int, "memory for loaded cases per process (default 4096)"),
+    ("--device", "device", str, "auto (default), cpu or cuda"),
+    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--panels", "panels", int, "validation cases drawn as sample panels (default 2)"),
+    ("--threads", "threads", int, "torch threads (default: torch's choice)"),
+    ("--precision", "precision", str, "auto (fp16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"),
+)
+_TRAIN_LISTS = ("patch", "target_spacing")
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a segmentation model on a dataset folder",
+        description="Train a segmentation model; settings from --config YAML (same keys as "
+        "the flags, e.g. time_budget: 20m) overridden by the flags given.",
+    )
+    p.add_argument("--config", help="YAML file with the settings")
+    for flag, name, kind, text in _TRAIN_FLAGS:
+        nargs = "+" if name in _TRAIN_LISTS else None
+        p.add_argument(flag, dest=name, type=kind, nargs=nargs, default=None, help=text)
+    p.add_argument(
+        "--deep-supervision", action="store_true", default=None, help="U-Net++: train all heads"
+    )
+    p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from segloc.engine.config import TrainConfig
+    from segloc.engine.train import train
+
+    names = [name for _, name, _, _ in _TRAIN_FLAGS] + ["resume", "deep_supervision"]
+    cfg = TrainConfig.from_sources(args.config, {n: getattr(args, n) for n in names})
+    result = train(cfg, progress=not args.quiet)
+    print(
+        f"{result.out}: {result.epochs} epoch(s), best validation Dice {result.best_dice:.4f} "
+        f"at epoch {result.best_epoch} -> {result.out / 'best.safetensors'}"
+    )
+    return 0
