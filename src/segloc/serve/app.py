@@ -61,6 +61,9 @@ _PHYSICAL = ("nifti", "nrrd", "dicom")  # formats whose spacing is in millimetre
 
 # --------------------------------------------------------------------------- request bodies
 
+Axis = Annotated[int, Query(ge=0, le=2, description="0, 1 or 2 (2D images: 2)")]
+Index = Annotated[int, Query(ge=0, description="slice index along axis (2D images: 0)")]
+
 
 class Seed(BaseModel):
     """A region-growing seed: array index and the label its region gets."""
@@ -425,7 +428,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
-        _LOG.exception("request %s %s failed", request.method, request.url.path)
+        # the server's log gets the traceback (uvicorn prints it); the client one line
         return _error(500, f"internal error ({type(exc).__name__}: {_one_line(exc)})")
 
     # ---- the page
@@ -532,8 +535,6 @@ def create_app(
 
     # ---- slices
 
-    Axis = Annotated[int, Query(ge=0, le=2, description="0, 1 or 2 (2D images: 2)")]
-    Index = Annotated[int, Query(ge=0, description="slice index along axis (2D images: 0)")]
     raw_response = {
         200: {
             "content": {"application/octet-stream": {}},
