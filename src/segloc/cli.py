@@ -976,10 +976,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     mib = 1 << 20
     values = {
-        "max_upload_bytes": args.max_upload_mib * mib,
+        "max_upload_bytes": args.max_upload_mib and args.max_upload_mib * mib,
         "max_voxels": args.max_voxels,
-        "max_session_bytes": args.max_session_mib * mib,
-        "max_total_bytes": args.max_memory_mib * mib,
+        "max_session_bytes": args.max_session_mib and args.max_session_mib * mib,
+        "max_total_bytes": args.max_memory_mib and args.max_memory_mib * mib,
         "session_ttl": args.session_ttl,
         "workers": args.workers,
     }
