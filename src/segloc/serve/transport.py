@@ -56,7 +56,9 @@ def take_slice(array: np.ndarray, axis: int, index: int, *, ndim: int) -> np.nda
     size = array.shape[axis]
     if not 0 <= index < size:
         raise SliceError(f"index must be in 0..{size - 1} along axis {axis}, got {index}")
-    return np.take(array, index, axis=axis)
+    where: list = [slice(None)] * array.ndim
+    where[axis] = index
+    return array[tuple(where)]  # a view: np.take would copy through the whole volume first
 
 
 def encode(plane: np.ndarray) -> tuple[bytes, str, tuple[int, ...]]:

@@ -159,14 +159,15 @@ function drawAll() {
 
 // ------------------------------------------------------------------ slices
 
-let wanted = null;
+let wanted = null; // the slice to fetch next, if any
+let target = null; // the last slice asked for: where the next wheel step starts
 let loading = null;
 
 // Show slice `index` of the current axis; resolves once the last wanted slice is drawn.
 // While a slice is on its way, newer wishes replace older ones: only the latest travels.
 function showSlice(index) {
   const n = state.session.ndim === 3 ? state.session.shape[state.axis] : 1;
-  wanted = Math.min(n - 1, Math.max(0, index));
+  wanted = target = Math.min(n - 1, Math.max(0, index));
   $("slice").value = wanted;
   if (!loading) loading = pump().finally(() => (loading = null));
   return loading;
@@ -390,7 +391,7 @@ async function refreshRegions() {
       region.id,
       region.class,
       region.pixels,
-      Number(region.size.toPrecision(5)),
+      region.size >= 1000 ? Math.round(region.size) : Number(region.size.toPrecision(4)),
       region.box.map((v) => Math.round(v)).join(","),
       Number(region.mean.toPrecision(4)),
     ];
@@ -571,8 +572,7 @@ async function onPointerUp() {
 function onWheel(event) {
   if (!state.session || state.session.ndim !== 3) return;
   event.preventDefault();
-  const target = (wanted ?? state.index) + (event.deltaY > 0 ? 1 : -1);
-  showSlice(target);
+  showSlice((target ?? state.index) + (event.deltaY > 0 ? 1 : -1));
 }
 
 // ------------------------------------------------------------------ wiring
