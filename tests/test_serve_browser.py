@@ -306,7 +306,8 @@ def test_hippocampus_scroll_predict_region_table(page, data_dir, runs_dir, serve
     page.wait_for_function("document.getElementById('model-progress').value === 1", timeout=60000)
     page.wait_for_function("document.querySelectorAll('#regions tbody tr').length > 0")
     page.wait_for_function(
-        "segloc.state.regions.length > 0 && segloc.state.maskInfo && segloc.state.maskInfo.version >= 1"
+        "segloc.state.regions.length > 0 && segloc.state.maskInfo"
+        " && segloc.state.maskInfo.version >= 1"
     )
     rows = page.evaluate(
         "Array.from(document.querySelectorAll('#regions tbody tr'))"
@@ -356,9 +357,8 @@ def test_brush_stroke_undo_and_canvas_equals_server(page, server):
     server_mask = server_mask_slice(server, sid, 2, 0)
     assert not server_mask.any()
     np.testing.assert_array_equal(canvas_labels(page), server_mask)
-    print(
-        f"\n100-point stroke: request {stroke['requestMs']:.1f} ms, to overlay {stroke['totalMs']:.1f} ms"
-    )
+    request, total = stroke["requestMs"], stroke["totalMs"]
+    print(f"\n100-point stroke: request {request:.1f} ms, to overlay {total:.1f} ms")
 
 
 def test_scroll_a_200_slice_volume(page):
