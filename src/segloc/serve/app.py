@@ -43,7 +43,13 @@ from segloc.serve.jobs import Busy, JobBoard, WorkPool
 from segloc.serve.limits import Limits
 from segloc.serve.models import ModelStore, UnknownModel, predict_labels
 from segloc.serve.regions import region_table
-from segloc.serve.sessions import Session, SessionNotFound, SessionStore, SessionTooLarge
+from segloc.serve.sessions import (
+    Session,
+    SessionNotFound,
+    SessionStore,
+    SessionTooLarge,
+    release_memory,
+)
 from segloc.serve.transport import SliceError, encode, take_slice
 from segloc.serve.uploads import UploadError, load_image, load_mask, receive
 from segloc.viz import comparison_panel
@@ -753,6 +759,7 @@ def create_app(
                 job.error, job.state = _one_line(exc), "error"
             finally:
                 job.finished = time.monotonic()
+                release_memory()  # a prediction's buffers are large; hand them back
 
         try:
             pool.submit(work)
