@@ -140,13 +140,14 @@ class Session:
     @property
     def nbytes(self) -> int:
         """Memory held: pixels, mask, truth, history and cached derivatives."""
-        arrays = [self.image, self.mask]
-        if self.grey is not self.image:
-            arrays.append(self.grey)
-        if self.truth is not None:
-            arrays.append(self.truth)
-        cached = sum(v.nbytes for v in self.cache.values() if isinstance(v, np.ndarray))
-        history = sum(e.nbytes for e in self.undo) + sum(e.nbytes for e in self.redo)
+        with self.lock:  # the history may be changing on another thread
+            arrays = [self.image, self.mask]
+            if self.grey is not self.image:
+                arrays.append(self.grey)
+            if self.truth is not None:
+                arrays.append(self.truth)
+            cached = sum(v.nbytes for v in self.cache.values() if isinstance(v, np.ndarray))
+            history = sum(e.nbytes for e in self.undo) + sum(e.nbytes for e in self.redo)
         return sum(a.nbytes for a in arrays) + cached + history
 
     def touch(self) -> None:
