@@ -373,3 +373,24 @@ def test_scroll_a_200_slice_volume(page):
     print(f"\n200 slices of 256x256 float32, each fetched and drawn: {200 / seconds:.1f} frames/s")
     info = json.loads(page.evaluate("JSON.stringify(segloc.state.session)"))
     assert info["shape"] == [256, 256, 200]
+
+
+def test_threshold_preview_needs_no_request_and_presets(page, data_dir):
+    open_data(page, ISBI)
+    image, _ = io.read_image(data_dir / ISBI)
+    page.select_option("#method", "threshold")
+    page.wait_for_function("document.getElementById('otsu-value').dataset.value !== undefined")
+    asked: list[str] = []
+    page.on("request", lambda req: asked.append(req.url))
+    set_range(page, "#threshold", 140)
+    page.wait_for_function("segloc.state.preview === 140")
+    np.testing.assert_array_equal(canvas_labels(page), (image > 140).astype(np.int32))
+    assert asked == []  # the preview is drawn in the browser
+    page.select_option("#preset", "bone")
+    assert (page.input_value("#win"), page.input_value("#lev")) == ("1000", "400")
+    page.click("#threshold-apply")
+    page.wait_for_function("segloc.state.maskInfo && segloc.state.maskInfo.version === 1")
+    page.wait_for_function("segloc.state.preview === null && segloc.state.pending === 0")
+    sid = page.evaluate("segloc.state.session.id")
+    assert [u for u in asked if "/segment" in u] == [f"{page.url}api/sessions/{sid}/segment"]
+    np.testing.assert_array_equal(canvas_labels(page), (image > 140).astype(np.int32))
