@@ -15,13 +15,13 @@ import warnings
 from collections.abc import Sequence
 
 from segloc import __version__
-from segloc.cli import classical, demo, detection, segmentation
+from segloc.cli import classical, demo, detection, segmentation, serve
 from segloc.cli.arguments import COORDS_HELP, UsageError, parse_point
 
 __all__ = ["UsageError", "build_parser", "main", "parse_point"]
 
 #: command groups, in the order ``segloc --help`` lists them
-GROUPS = (classical, segmentation, detection, demo)
+GROUPS = (classical, segmentation, detection, serve, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
