@@ -328,3 +328,13 @@ def test_demo_wrong_data_folder(tmp_path, capsys):
         must_name="nodata",
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_the_command_line_starts_without_torch():
+    """Parsing (``segloc --help``, a typo) loads no model code: handlers import what they use."""
+    code = (
+        "import sys; from segloc.cli import build_parser; build_parser();"
+        "heavy = [m for m in ('torch', 'matplotlib', 'skimage.segmentation') if m in sys.modules];"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

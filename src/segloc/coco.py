@@ -26,7 +26,7 @@ import numpy as np
 
 from segloc._validation import atomic_path, check_int, check_labels, check_mask
 from segloc.boxes import check_box
-from segloc.instances import instance_boxes
+from segloc.instances import instance_boxes, mask_to_boxes
 
 __all__ = [
     "voc_to_box",
@@ -733,7 +733,6 @@ def objects_document(labels: Any, *, connectivity: int = 1, source: str = "") ->
     >>> doc["objects"][0]["bbox"], doc["box_format"]
     ([1.0, 0.0, 2.0, 1.0], 'xyxy')
     """
-    from segloc.instances import mask_to_boxes
 
     arr = check_labels(labels, ndim=(2, 3))
     objects = mask_to_boxes(arr, connectivity=connectivity)

@@ -17,8 +17,14 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloc import coco, instances, io, masks, metrics, viz
+from segloc._validation import atomic_path
+from segloc.boxes import box_iou
 from segloc.classical import clustering, region_growing, threshold
 from segloc.color import to_grey
+from segloc.detection_metrics import evaluate_detections, matched_f1
+from segloc.instances import instances_from_probability, score_instances
+from segloc.localize.annotations import read_voc_folder
+from segloc.localize.proposals import selective_search
 
 
 @dataclass
@@ -223,7 +229,6 @@ def _mask_box(mask: np.ndarray) -> np.ndarray | None:
 
 def lgg_boxes(root: Path, out: Path, *, panels: int = 3) -> BoxRow:
     """Tumour box from the classical mask (confidence connected) against the truth's box."""
-    from segloc.boxes import box_iou
 
     ious, seconds = [], 0.0
     for i, case in enumerate(lgg_cases(root)):
@@ -257,8 +262,6 @@ def lgg_boxes(root: Path, out: Path, *, panels: int = 3) -> BoxRow:
 
 def nuclei_boxes(root: Path, out: Path) -> BoxRow:
     """DSB nuclei: Otsu + watershed split -> scored boxes; COCO AP50 and matched F1."""
-    from segloc.detection_metrics import evaluate_detections, matched_f1
-    from segloc.instances import instances_from_probability, score_instances
 
     folder = root / "dsb2018_nuclei"
     image, _ = io.read_image(folder / "images" / "img2d.tif")
@@ -298,10 +301,6 @@ def nuclei_boxes(root: Path, out: Path) -> BoxRow:
 def raccoon_proposals(root: Path, out: Path, *, images: int = 3, top: int = 10) -> BoxRow:
     """Selective search on raccoon photos: the best ``top`` proposals drawn with the truth."""
     from skimage.transform import resize
-
-    from segloc.boxes import box_iou
-    from segloc.localize.annotations import read_voc_folder
-    from segloc.localize.proposals import selective_search
 
     records = read_voc_folder(root / "raccoon", classes=["raccoon"])[:images]
     hits, total, seconds = 0, 0, 0.0
@@ -379,7 +378,6 @@ def run_demo(
         f"{r.method},{r.dataset},{r.cases},{r.dice:.4f},{r.iou:.4f},{r.hd95:.3f},{r.seconds:.3f}"
         for r in rows
     ]
-    from segloc._validation import atomic_path
 
     with atomic_path(out / "results.csv") as tmp:
         tmp.write_text("\n".join(csv_lines) + "\n")

@@ -18,7 +18,10 @@ import numpy as np
 
 from segloc import io, metrics
 from segloc._validation import atomic_path, check_choice
-from segloc.classical import METHODS
+from segloc.classical import METHODS, check_unattended, segment_unattended
+from segloc.color import to_grey
+from segloc.engine.data import find_cases, load_case
+from segloc.viz import comparison_panel
 
 #: per-class scores computed for every case
 SCORES = ("dice", "iou", "hd95")
@@ -240,7 +243,6 @@ def select_cases(
     ValueError
         ``split`` given without ``run``, or no case of the split is in ``data``.
     """
-    from segloc.engine.data import find_cases
 
     check_choice(split, ("all", "train", "val"), name="split")
     cases = find_cases(data)
@@ -317,7 +319,6 @@ def score_cases(
         ``{"best": CaseRecord, "worst": CaseRecord}`` by the case's mean Dice (cases with a
         nan Dice are skipped; empty when all are).
     """
-    from segloc.engine.data import load_case
 
     result = Evaluation()
     kept: dict[str, CaseRecord] = {}
@@ -370,8 +371,6 @@ def classical_segmenter(method: str, *, num_classes: int = 2):
     """``(image, meta) -> class indices`` running a classical method with no user input
     (:func:`segloc.classical.segment_unattended`); colour images are made grey first
     (:func:`segloc.color.to_grey`)."""
-    from segloc.classical import check_unattended, segment_unattended
-    from segloc.color import to_grey
 
     check_unattended(method, num_classes)
 
@@ -479,8 +478,8 @@ def evaluate_model(
     list of TrainedOn
         Per run, the scored cases that trained it (empty when none did).
     """
+    # torch: only when a model is scored (scoring files needs none)
     from segloc.engine.infer import load_predictor
-    from segloc.viz import comparison_panel
 
     runs = [run_folder(m) for m in models]
     # several models: the first one's split.json picks the cases; each notes its own
@@ -543,6 +542,7 @@ def compare(
     cases : int
     list of TrainedOn
     """
+    # torch: only when a model is scored (scoring files needs none)
     from segloc.engine.infer import load_predictor
 
     if not methods:

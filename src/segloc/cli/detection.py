@@ -6,7 +6,7 @@ import argparse
 import json
 
 from segloc.cli.arguments import UsageError
-from segloc.localize.detect import TRAINABLE
+from segloc.localize import TRAINABLE
 
 #: ``localize --method`` choices; "sliding-window" is the HOG detector's former name
 LOCALIZE_METHODS = ("hog-svm", "proposals", "from-mask", "cnn")

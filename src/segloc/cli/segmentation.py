@@ -222,8 +222,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
-    from segloc.evaluate import CLASSICAL
+    from segloc.classical import METHODS
 
+    unattended = [name for name, method in METHODS.items() if method.unattended]
     p = sub.add_parser(
         "compare",
         help="classical methods and trained models scored on the same cases",
@@ -235,7 +236,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods",
         required=True,
-        help=f"comma-separated: {', '.join(CLASSICAL)}, NAME:RUN (a trained model)",
+        help=f"comma-separated: {', '.join(unattended)}, NAME:RUN (a trained model)",
     )
     p.add_argument(
         "--split",

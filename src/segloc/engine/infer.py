@@ -38,8 +38,13 @@ from scipy import ndimage as ndi
 from torch import nn
 
 from segloc._validation import check_choice, check_int, check_positive, check_spacing
+from segloc.coco import detections_to_coco, write_coco_json
 from segloc.engine.preprocess import normalize, resample
-from segloc.io import ImageMeta, read_image
+from segloc.instances import (
+    detections_from_class_probability,
+    detections_from_probability,
+)
+from segloc.io import ImageMeta, case_stem, list_images, mask_suffix, read_image, write_mask
 from segloc.nn.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -47,7 +52,10 @@ from segloc.nn.checkpoint import (
     load_model,
     resolve_checkpoint,
 )
+from segloc.nn.export import OnnxPredictor, export_onnx
 from segloc.nn.fast import optimize_for_inference
+from segloc.nn.unet import overlap_tile_predict
+from segloc.viz import overlay_mask, save_png
 
 __all__ = [
     "Ensemble",
@@ -447,7 +455,6 @@ class Predictor(_Probabilities):
             self.network = optimize_for_inference(self.network)
 
     def _export_onnx(self):
-        from segloc.nn.export import OnnxPredictor, export_onnx
 
         tmpdir = tempfile.mkdtemp(prefix="segloc-onnx-")
         path = Path(tmpdir) / "model.onnx"
@@ -535,7 +542,6 @@ class Predictor(_Probabilities):
         return prob
 
     def _overlap_tile(self, t: torch.Tensor) -> torch.Tensor:
-        from segloc.nn.unet import overlap_tile_predict
 
         def one(x: torch.Tensor) -> torch.Tensor:
             logits = overlap_tile_predict(
@@ -637,7 +643,6 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, Path]
     ValueError
         A folder without images, or two inputs that would write the same output.
     """
-    from segloc.io import case_stem, list_images
 
     pairs: list[tuple[Path, Path]] = []
     for item in inputs:
@@ -665,7 +670,6 @@ def _is_dicom_folder(path: Path) -> bool:
 
 
 def _overlay_picture(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    from segloc.viz import overlay_mask
 
     labels = labels.astype(np.int64)
     if labels.ndim == 3:  # the slice with the most foreground (the middle one if none)
@@ -676,10 +680,6 @@ def _overlay_picture(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _detections(prob: np.ndarray, binary: bool) -> list[dict]:
-    from segloc.instances import (
-        detections_from_class_probability,
-        detections_from_probability,
-    )
 
     # connected components of the predicted mask (no watershed split), scored by mean prob
     if binary:
@@ -717,9 +717,6 @@ def predict_to_folder(
     list of Path
         The files written.
     """
-    from segloc.coco import detections_to_coco, write_coco_json
-    from segloc.io import mask_suffix, write_mask
-    from segloc.viz import save_png
 
     pairs = expand_inputs(inputs)
     outdir = Path(outdir)

@@ -67,7 +67,10 @@ from segloc.metrics import overlap_scores
 from segloc.nn import create_model
 from segloc.nn.checkpoint import CheckpointMeta, save_checkpoint
 from segloc.nn.fast import to_channels_last
+from segloc.nn.losses import CrossEntropyLoss, DeepSupervisionLoss, DiceCELoss, DiceLoss
+from segloc.nn.unet import overlap_tile_predict
 from segloc.nn.weight_map import label_weight_map
+from segloc.viz import comparison_panel
 
 __all__ = ["TrainConfig", "TrainResult", "ema_update", "predict_whole", "train"]
 
@@ -127,8 +130,6 @@ def predict_whole(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     current mode.
     """
     if getattr(model, "padding", "same") == "valid":
-        from segloc.nn.unet import overlap_tile_predict
-
         return overlap_tile_predict(model, image)
     m = 2 ** _depth(model)
     spatial = image.shape[2:]
@@ -144,7 +145,6 @@ def predict_whole(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 
 
 def _loss(cfg: TrainConfig) -> nn.Module:
-    from segloc.nn.losses import CrossEntropyLoss, DeepSupervisionLoss, DiceCELoss, DiceLoss
 
     if cfg.loss == "dice_ce":
         loss: nn.Module = DiceCELoss(
@@ -440,7 +440,6 @@ def _draw_panels(
     shown: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]], folder: Path, epoch: int
 ) -> None:
     """image | truth | prediction PNGs of validation cases, one per case, Dice in the title."""
-    from segloc.viz import comparison_panel
 
     for name, image, truth, pred, dice in shown:
         flat = name.replace("/", "_")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from segloc.coco import records_to_coco, voc_to_box
+from segloc.engine.data import split_cases
 
 __all__ = [
     "read_voc_xml",
@@ -346,7 +347,6 @@ def split_records(
         Two records name images with the same stem (``a.jpg`` and ``a.png``): a split by
         name could not keep them apart.
     """
-    from segloc.engine.data import split_cases
 
     by_stem: dict[str, dict] = {}
     for r in records:

@@ -34,7 +34,10 @@ import torch
 
 from segloc._validation import check_int, check_positive
 from segloc.boxes import box_area, box_iou
+from segloc.coco import box_to_coco, coco_dataset, coco_results
+from segloc.detection_metrics import evaluate_detections
 from segloc.engine.run import Budget, RunFolder, fit, lr_factor, resolve_device
+from segloc.localize.annotations import read_box_dataset, split_records
 from segloc.localize.data import BoxDataset, box_input, load_images
 from segloc.localize.detect import Detections
 from segloc.nn.checkpoint import (
@@ -55,7 +58,6 @@ __all__ = [
 ]
 
 MODEL_NAME = "box_localizer"
-
 
 # --------------------------------------------------------------------------- checkpoints
 
@@ -206,8 +208,6 @@ def evaluate_localizer(
     """Mean IoU with the largest true box, share with IoU >= 0.5, and COCO AP of the
     one-box-per-image predictions (:func:`segloc.detection_metrics.evaluate_detections`,
     every true box counted)."""
-    from segloc.coco import box_to_coco, coco_dataset, coco_results
-    from segloc.detection_metrics import evaluate_detections
 
     pred, scores, pred_labels = _predict(model, list(images))
     ious, truth, results = [], [], []
@@ -408,7 +408,6 @@ def train_localizer(
     Path
         The run folder.
     """
-    from segloc.localize.annotations import read_box_dataset, split_records
 
     budget = Budget.of(epochs, time_budget)
     if epochs is not None:

@@ -24,7 +24,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from segloc.coco import coco_results
+from segloc import io
+from segloc._validation import atomic_path, atomic_paths, check_not_inputs
+from segloc.coco import align_results, coco_results
+from segloc.detection_metrics import evaluate_detections
+from segloc.localize import DETECTORS
+from segloc.localize.annotations import read_box_truth
 
 __all__ = [
     "DETECTORS",
@@ -137,18 +142,6 @@ class Detector(Protocol):
         """Read a detector written by :meth:`save`."""
 
 
-#: method name (the command line's) -> "module:class"; each class is a :class:`Detector`
-DETECTORS = {
-    "hog-svm": "segloc.localize.hog:HogSvmDetector",
-    "proposals": "segloc.localize.proposal_detector:ProposalDetector",
-    "selective-search": "segloc.localize.proposal_detector:SelectiveSearchDetector",
-    "cnn": "segloc.localize.cnn:CnnDetector",
-    "from-mask": "segloc.localize.from_mask:MaskDetector",
-}
-#: the detectors that learn from boxes (``segloc train-detector``)
-TRAINABLE = ("hog-svm", "proposals", "cnn")
-
-
 def detector_class(method: str) -> type:
     """The :class:`Detector` class registered as ``method``."""
     if method not in DETECTORS:
@@ -206,7 +199,6 @@ def localize_images(
     pictures : list of ndarray
         The images as read (colour images without alpha), for drawing.
     """
-    from segloc import io
 
     if masks is not None and len(masks) != len(images):
         raise ValueError(f"masks must give one mask per image ({len(images)}), got {len(masks)}")
@@ -260,9 +252,6 @@ def evaluate_boxes(pred: str | os.PathLike, truth: str | os.PathLike) -> dict:
     ValueError
         Either file malformed (the message names it).
     """
-    from segloc.coco import align_results
-    from segloc.detection_metrics import evaluate_detections
-    from segloc.localize.annotations import read_box_truth
 
     pred, truth = Path(pred), Path(truth)
     if not pred.is_file():
@@ -304,8 +293,8 @@ def localize_to_file(
     dict
         The document written.
     """
-    from segloc import viz
-    from segloc._validation import atomic_paths, check_not_inputs
+
+    from segloc import viz  # matplotlib: only when pictures are asked for
 
     pictures = [Path(p) for p in overlays] if overlays is not None else []
     check_not_inputs([output, *pictures], [*images, *(masks or [])])
@@ -343,7 +332,6 @@ def write_detector_file(
 ) -> Path:
     """Write a detector as ``.npz``: its JSON metadata (``format`` = ``segloc.<kind>/1``) and
     its arrays, atomically; nothing in it needs unpickling."""
-    from segloc._validation import atomic_path
 
     doc = json.dumps({"format": f"segloc.{kind}/1", **meta})
     with atomic_path(path) as tmp:

@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from segloc import io
 from segloc._validation import check_int
+from segloc.classical.threshold import threshold_otsu
 from segloc.color import to_grey
+from segloc.instances import instances_from_probability, score_instances
 from segloc.localize.detect import Detections, read_detector_file, write_detector_file
 
 __all__ = ["MaskDetector"]
@@ -76,9 +79,6 @@ class MaskDetector:
         ValueError
             A mask whose shape differs from the image's (the mask file is named).
         """
-        from segloc import io
-        from segloc.classical.threshold import threshold_otsu
-        from segloc.instances import instances_from_probability, score_instances
 
         image = np.asarray(image)
         if mask is not None:

@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segloc import io
+from segloc.localize import TRAINABLE
 from segloc.localize.annotations import read_box_dataset, split_records
-from segloc.localize.detect import TRAINABLE
+from segloc.localize.cnn import train_localizer
+from segloc.localize.hog import HogSvmDetector
+from segloc.localize.proposal_detector import ProposalDetector
 
 __all__ = ["train_detector"]
 
@@ -68,8 +72,6 @@ def train_detector(
         raise ValueError(f"{data}: data must be a dataset folder")
     t0 = time.perf_counter()
     if method == "cnn":
-        from segloc.localize.cnn import train_localizer
-
         if epochs is None and time_budget is None:
             raise ValueError("method cnn needs epochs and/or a time budget")
         path = train_localizer(
@@ -92,7 +94,6 @@ def train_detector(
         given.append("resume")
     if given:
         raise ValueError(f"{', '.join(given)} apply to method cnn only, not {method!r}")
-    from segloc import io
 
     records = read_box_dataset(data)
     train, val = split_records(records, val_fraction=val_fraction, seed=seed)
@@ -106,8 +107,6 @@ def train_detector(
         "seed": seed,
     }
     if method == "hog-svm":
-        from segloc.localize.hog import HogSvmDetector
-
         if len(classes) > 1:
             raise ValueError(f"{data}: hog-svm trains one class, got {len(classes)}: {classes}")
         det: Any = HogSvmDetector(None, scale=1.2, max_side=max_side or 320, classes=classes)
@@ -119,8 +118,6 @@ def train_detector(
             seed=seed,
         )
     else:
-        from segloc.localize.proposal_detector import ProposalDetector
-
         det = ProposalDetector(max_side=max_side or 256).fit(
             images,
             [r["boxes"] for r in train],
