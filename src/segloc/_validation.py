@@ -158,6 +158,9 @@ def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
     targets = [Path(p) for p in paths]
     if len(set(targets)) != len(targets):
         raise ValueError("two outputs have the same path; one would overwrite the other")
+    for path in targets:  # found now, not after the first files were renamed into place
+        if path.is_dir():
+            raise ValueError(f"{path}: is a folder, where a file is to be written")
     made: list[Path] = []
     temps: list[Path] = []
     try:

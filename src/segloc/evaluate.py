@@ -64,9 +64,16 @@ def evaluate_case(
         raise ValueError(
             f"prediction and truth must have the same shape, got {pred.shape} and {truth.shape}"
         )
+    wanted = None if classes is None else [int(c) for c in classes]
+    if wanted is not None and (not wanted or min(wanted) < 0):
+        raise ValueError(f"classes to report must be labels >= 0, got {wanted}")
     if num_classes is None:
         valid = truth[truth != ignore_index] if ignore_index is not None else truth
         num_classes = int(max(valid.max(initial=0), pred.max(initial=0), 1)) + 1
+        # a reported class absent from both maps is an empty class, scored by ``empty``
+        num_classes = max(num_classes, max(wanted or [0]) + 1)
+    elif wanted is not None and max(wanted) >= num_classes:
+        raise ValueError(f"classes to report must be below num_classes={num_classes}, got {wanted}")
     overlap = metrics.overlap_scores(
         pred,
         truth,
@@ -75,7 +82,7 @@ def evaluate_case(
         empty=empty,
         include_background=True,
     )
-    wanted = list(classes) if classes is not None else list(range(1, num_classes))
+    wanted = wanted if wanted is not None else list(range(1, num_classes))
     row: dict[str, float] = {}
     for c in wanted:
         row[f"dice_{c}"] = float(overlap["dice"][c])
@@ -187,16 +194,19 @@ def evaluate_paths(
                 f"{p_path}: shape {p.shape} does not match the truth {t_path} with shape {t.shape}"
             )
         spacing = t_meta.spacing if len(t_meta.spacing) == t.ndim else None
-        row = evaluate_case(
-            p,
-            t,
-            num_classes=num_classes,
-            classes=classes,
-            ignore_index=ignore_index,
-            spacing=spacing,
-            empty=empty,
-            surface=surface,
-        )
+        try:
+            row = evaluate_case(
+                p,
+                t,
+                num_classes=num_classes,
+                classes=classes,
+                ignore_index=ignore_index,
+                spacing=spacing,
+                empty=empty,
+                surface=surface,
+            )
+        except ValueError as err:
+            raise ValueError(f"{p_path} against {t_path}: {err}") from None
         result.rows.append({"case": io.case_stem(t_path), **row})
     return result
 

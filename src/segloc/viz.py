@@ -211,8 +211,18 @@ def _middle_slice(image: np.ndarray, truth: np.ndarray, axis: int = 2) -> int:
     return int(np.argmax(counts)) if counts.any() else image.shape[axis] // 2
 
 
+def check_png_name(path: str | os.PathLike) -> Path:
+    """``path`` if it ends in ``.png``: pictures are PNG, and a ``.jpg`` or ``.nii.gz`` name on
+    PNG bytes would mislead whoever opens it."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: pictures are written as PNG; give the file a .png name")
+    return path
+
+
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an RGB/grey uint8 array as a PNG, atomically."""
+    check_png_name(path)
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.asarray(rgb)).save(tmp, format="PNG")
     return Path(path)

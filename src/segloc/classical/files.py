@@ -71,6 +71,8 @@ def segment_files(
     if len(outs) != len(paths) or (overlays is not None and len(overlays) != len(paths)):
         raise ValueError("outputs and overlays must have one entry per input")
     check_not_inputs([*outs, *(overlays or [])], paths)
+    for picture in overlays or []:
+        viz.check_png_name(picture)
     options = dict(options or {})
     loaded = [io.read_image(p) for p in paths]
     for path, (image, meta) in zip(paths, loaded, strict=True):

@@ -10,13 +10,14 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
 
 from segloc import __version__
 from segloc.cli import classical, demo, detection, segmentation, serve
-from segloc.cli.arguments import COORDS_HELP, UsageError, parse_point
+from segloc.cli.arguments import COORDS_HELP, UsageError, allow_negative_numbers, parse_point
 
 __all__ = ["UsageError", "build_parser", "main", "parse_point"]
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
+    allow_negative_numbers(parser)
     return parser
 
 
@@ -43,12 +45,18 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
     print(f"warning: {message}", file=file or sys.stderr)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = warnings.showwarning
     warnings.showwarning = _one_line_warnings
+    # SIGTERM (a job scheduler, kill) unwinds like Ctrl-C, so staged outputs are removed
+    old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as exc:
@@ -63,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = previous
+        signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

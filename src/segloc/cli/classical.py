@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from segloc.classical import METHODS
-from segloc.cli.arguments import COORDS_HELP, parse_point
+from segloc.cli.arguments import COORDS_HELP, finite_float, parse_point
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,15 +44,17 @@ def add_segment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--invert", action="store_true", help="objects are darker than the threshold")
     g = p.add_argument_group("threshold options")
-    g.add_argument("--value", type=float, help="threshold for --method fixed")
+    g.add_argument("--value", type=finite_float, help="threshold for --method fixed")
     g.add_argument(
         "--classes", type=int, default=3, help="classes for multiotsu (background included)"
     )
     g.add_argument("--block", type=int, default=35, help="odd block size for --method local")
     g.add_argument("--local-method", default="gaussian", choices=["gaussian", "mean"])
-    g.add_argument("--offset", type=float, default=0.0, help="subtracted from the local threshold")
-    g.add_argument("--low", type=float, help="low threshold for hysteresis")
-    g.add_argument("--high", type=float, help="high threshold for hysteresis")
+    g.add_argument(
+        "--offset", type=finite_float, default=0.0, help="subtracted from the local threshold"
+    )
+    g.add_argument("--low", type=finite_float, help="low threshold for hysteresis")
+    g.add_argument("--high", type=finite_float, help="high threshold for hysteresis")
     g = p.add_argument_group("region growing options")
     g.add_argument(
         "--seeds",
@@ -61,7 +63,9 @@ def add_segment(sub: argparse._SubParsersAction) -> None:
         metavar="X,Y[,Z]",
         help="seed points as column,row[,slice]",
     )
-    g.add_argument("--tolerance", type=float, help="max difference to the seed value (region-grow)")
+    g.add_argument(
+        "--tolerance", type=finite_float, help="max difference to the seed value (region-grow)"
+    )
     g.add_argument(
         "--connectivity",
         type=int,
@@ -69,14 +73,14 @@ def add_segment(sub: argparse._SubParsersAction) -> None:
         help="1 or 4/8 (2D), 1..3 or 6/18/26 (3D); 1 = faces only",
     )
     g.add_argument(
-        "--multiplier", type=float, default=2.5, help="confidence: mean +/- multiplier*std"
+        "--multiplier", type=finite_float, default=2.5, help="confidence: mean +/- multiplier*std"
     )
     g.add_argument("--iterations", type=int, default=2, help="confidence: re-estimations")
     g.add_argument("--radius", type=int, default=1, help="confidence: initial neighbourhood radius")
     g = p.add_argument_group("k-means options")
     g.add_argument("--k", type=int, default=3, help="number of clusters")
     g.add_argument("--color-space", default="lab", choices=["rgb", "lab"])
-    g.add_argument("--spatial-weight", type=float, default=0.0)
+    g.add_argument("--spatial-weight", type=finite_float, default=0.0)
     g.add_argument("--seed", type=int, default=0, help="random seed (k-means++ initialisation)")
     g = p.add_argument_group("post-processing (binary results)")
     g.add_argument("--open", type=int, default=0, metavar="R", help="opening with radius R")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from segloc.cli.arguments import UsageError
+from segloc.cli.arguments import UsageError, finite_float
 from segloc.localize import TRAINABLE
 
 #: ``localize --method`` choices; "sliding-window" is the HOG detector's former name
@@ -55,7 +55,7 @@ def add_localize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlay", help="PNG with the boxes drawn (one image) or a folder")
     p.add_argument(
         "--score-threshold",
-        type=float,
+        type=finite_float,
         help="drop boxes scoring below (default: the detector's, 0 for the SVMs' boundary)",
     )
     p.add_argument("--max-detections", type=int, default=100, help="boxes kept per image")
@@ -147,7 +147,7 @@ def add_train_detector(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="model file (.npz; cnn: run folder)")
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=finite_float,
         default=0.2,
         help="share of images held out (split_cases of the sorted stems)",
     )

@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from segloc.cli.arguments import UsageError, add_inference_options, predictor_options
+from segloc.cli.arguments import UsageError, add_inference_options, finite_float, predictor_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,12 +103,15 @@ def _report_classes(text: str | None) -> list[int] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segloc._validation import atomic_paths, check_not_inputs
     from segloc.evaluate import evaluate_paths
 
     if args.model is not None or args.data is not None:
         return _evaluate_model(args)
     if args.pred is None or args.truth is None:
         raise UsageError("give PRED and TRUTH, or --model RUN --data DIR")
+    outputs = [p for p in (args.csv, args.json) if p]
+    check_not_inputs(outputs, [args.pred, args.truth])
     result = evaluate_paths(
         args.pred,
         args.truth,
@@ -129,10 +132,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"warning: {len(items)} {name} file(s) without a match, e.g. {items[0]}",
                 file=sys.stderr,
             )
-    if args.csv:
-        result.to_csv(args.csv)
-    if args.json:
-        result.to_json(args.json)
+    with atomic_paths(outputs) as temps:  # both files or neither
+        if args.csv:
+            result.to_csv(temps[0])
+        if args.json:
+            result.to_json(temps[-1])
     return 0
 
 
@@ -350,27 +354,37 @@ _TRAIN_FLAGS = (
     ("--time-budget", "time_budget", str, "stop after this wall time, e.g. 20m or 1h30m"),
     ("--samples-per-epoch", "samples_per_epoch", int, "patches per epoch (default 200)"),
     ("--optimizer", "optimizer", str, "adamw (default) or sgd (momentum 0.99, as U-Net)"),
-    ("--lr", "lr", float, "learning rate (default 1e-3 AdamW, 1e-2 SGD)"),
-    ("--weight-decay", "weight_decay", float, "default 1e-4"),
-    ("--momentum", "momentum", float, "SGD momentum (default 0.99)"),
+    ("--lr", "lr", finite_float, "learning rate (default 1e-3 AdamW, 1e-2 SGD)"),
+    ("--weight-decay", "weight_decay", finite_float, "default 1e-4"),
+    ("--momentum", "momentum", finite_float, "SGD momentum (default 0.99)"),
     ("--schedule", "schedule", str, "poly (default), cosine or constant"),
-    ("--warmup", "warmup", float, "fraction of the run with linear warm-up (default 0)"),
-    ("--ema", "ema", float, "keep and checkpoint a moving average of the weights, e.g. 0.999"),
+    ("--warmup", "warmup", finite_float, "fraction of the run with linear warm-up (default 0)"),
+    (
+        "--ema",
+        "ema",
+        finite_float,
+        "keep and checkpoint a moving average of the weights, e.g. 0.999",
+    ),
     ("--loss", "loss", str, "dice_ce (default), ce or dice"),
-    ("--border-weight", "border_weight", float, "U-Net border weight w0 on the CE term, e.g. 10"),
-    ("--border-sigma", "border_sigma", float, "its border width in pixels (default 5)"),
+    (
+        "--border-weight",
+        "border_weight",
+        finite_float,
+        "U-Net border weight w0 on the CE term, e.g. 10",
+    ),
+    ("--border-sigma", "border_sigma", finite_float, "its border width in pixels (default 5)"),
     ("--val", "val", str, "separate validation dataset folder"),
-    ("--val-fraction", "val_fraction", float, "share of cases kept for validation (0.2)"),
+    ("--val-fraction", "val_fraction", finite_float, "share of cases kept for validation (0.2)"),
     ("--group-by", "group_by", str, "case (default) or folder: split whole folders (patients)"),
     ("--val-split", "val_split", str, "random (default) or last: hold out the last cases by name"),
     ("--val-every", "val_every", int, "validate every N epochs (default 1)"),
     ("--patience", "patience", int, "early stopping after N validations without progress"),
     ("--normalize", "normalize", str, "zscore (default), percentile or minmax"),
-    ("--target-spacing", "target_spacing", float, "resample 3D cases to this spacing"),
+    ("--target-spacing", "target_spacing", finite_float, "resample 3D cases to this spacing"),
     ("--ignore-index", "ignore_index", int, "label left out of loss and scores"),
     ("--label-suffix", "label_suffix", str, "ending of label names, e.g. _mask"),
     ("--augment", "augment", str, "default, light (flips, 90 degree turns) or none"),
-    ("--foreground-fraction", "foreground_fraction", float, "share of foreground patches"),
+    ("--foreground-fraction", "foreground_fraction", finite_float, "share of foreground patches"),
     ("--workers", "workers", int, "data loading processes (default 0)"),
     ("--cache-mib", "cache_mib", int, "memory for loaded cases per process (default 4096)"),
     ("--device", "device", str, "auto (default), cpu or cuda"),
@@ -408,6 +422,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = [name for _, name, _, _ in _TRAIN_FLAGS] + ["resume", "deep_supervision"]
     cfg = TrainConfig.from_sources(args.config, {n: getattr(args, n) for n in names})
     result = train(cfg, progress=not args.quiet)
+    if result.best_epoch == 0:
+        print(
+            f"{result.out}: {result.epochs} epoch(s), no finite validation Dice (validation "
+            f"cases without foreground?) -> {result.out / 'last.safetensors'}"
+        )
+        return 0
     print(
         f"{result.out}: {result.epochs} epoch(s), best validation Dice {result.best_dice:.4f} "
         f"at epoch {result.best_epoch} -> {result.out / 'best.safetensors'}"

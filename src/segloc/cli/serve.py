@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from segloc.cli.arguments import finite_float
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-voxels", type=int, default=None, help="largest image (default 2**27)")
     p.add_argument("--max-session-mib", type=int, default=None, help="memory per session")
     p.add_argument("--max-memory-mib", type=int, default=None, help="memory of all sessions")
-    p.add_argument("--session-ttl", type=float, default=None, help="idle seconds before expiry")
+    p.add_argument(
+        "--session-ttl", type=finite_float, default=None, help="idle seconds before expiry"
+    )
     p.add_argument("--workers", type=int, default=None, help="threads for heavy work")
     p.set_defaults(func=cmd_serve)
 

@@ -189,9 +189,12 @@ class TrainConfig:
 
         path = Path(path)
         try:
-            values = yaml.safe_load(path.read_text())
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{path}: not valid YAML ({first})") from None
         if values is None:
             values = {}
         if not isinstance(values, dict):
@@ -215,6 +218,11 @@ class TrainConfig:
         """Check the settings; raise ValueError naming the first bad one."""
         if not self.data:
             raise ValueError("data must name a dataset folder")
+        data, out = Path(self.data).resolve(), Path(self.out).resolve()
+        if out == data or data in out.parents:
+            raise ValueError(
+                f"out must be a folder outside the dataset, got {self.out} inside {self.data}"
+            )
         check_choice(self.model, SEGMENTATION_MODELS, name="model")
         check_choice(self.optimizer, ("adamw", "sgd"), name="optimizer")
         check_choice(self.schedule, ("poly", "cosine", "constant"), name="schedule")

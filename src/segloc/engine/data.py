@@ -133,7 +133,15 @@ def _match(
     labels = _pick_dir(root, label_dir, _LABEL_DIRS, "label_dir")
     if label_suffix is None:
         options = [""] + _suffix_candidates(_keys(images), _keys(labels))
-        results = {s: match_files(images, labels, truth_suffix=s) for s in options}
+        results = {}
+        for s in options:
+            try:
+                results[s] = match_files(images, labels, truth_suffix=s)
+            except ValueError:
+                # a guessed ending can make two labels one case ("10" less "0" is "1"): not
+                # the dataset's ending then; without any ending the error is the data's own
+                if not s:
+                    raise
         best = max(len(r[0]) for r in results.values())
         winners = [s for s, r in results.items() if len(r[0]) == best]
         if len(winners) > 1 and best > 0:
@@ -419,6 +427,7 @@ def check_dataset(
     channels: Counter = Counter()
     voxels: Counter = Counter()
     cases_with: Counter = Counter()
+    dims: Counter = Counter()
     for image_path, label_path in pairs:
         name = _case_name(image_path, images)
         try:
@@ -435,8 +444,12 @@ def check_dataset(
         except ValueError as exc:  # ImageReadError included: report it, keep going
             report.problems.append(f"{name}: {exc}")
             continue
+        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            report.problems.append(f"{name}: {image_path} holds NaN or infinite values")
+            continue
         report.n_cases += 1
         spatial = _channels_first(image, meta).shape
+        dims[len(spatial) - 1] += 1
         shapes[spatial[1:]] += 1
         spacings[tuple(round(s, 4) for s in meta.spacing)] += 1
         channels[spatial[0]] += 1
@@ -451,7 +464,28 @@ def check_dataset(
     report.label_values, report.label_mapping = stored, mapping
     report.class_voxels = {mapping[v]: voxels[v] for v in stored}
     report.class_cases = {mapping[v]: cases_with[v] for v in stored}
+    report.problems += _dataset_problems(report, images, dims)
     return report
+
+
+def _dataset_problems(report: DatasetReport, images: Path, dims: Counter) -> list[str]:
+    """What makes the dataset as a whole untrainable, whatever its cases say one by one."""
+    problems = []
+    if report.n_cases == 0:
+        problems.append(f"{images}: no usable case (an image and a label file that pair)")
+    if len(dims) > 1:
+        counts = ", ".join(f"{n} {d}D" for d, n in sorted(dims.items()))
+        problems.append(f"{images}: cases of different dimensions ({counts})")
+    classes = sorted(report.class_voxels)
+    if report.n_cases and classes == [0]:
+        problems.append(f"{images}: every label is background: there is nothing to learn")
+    missing = sorted(set(range(max(classes, default=0) + 1)) - set(classes))
+    if missing:
+        problems.append(
+            f"{images}: the labels hold classes {classes}; {missing} never appear "
+            "(training wants consecutive classes from 0)"
+        )
+    return problems
 
 
 # --------------------------------------------------------------------------- splitting

@@ -37,9 +37,16 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from segloc._validation import check_choice, check_int, check_positive, check_spacing
+from segloc._validation import (
+    check_choice,
+    check_int,
+    check_not_inputs,
+    check_positive,
+    check_spacing,
+)
 from segloc.coco import detections_to_coco, write_coco_json
 from segloc.engine.preprocess import normalize, resample
+from segloc.engine.run import resolve_device
 from segloc.instances import (
     detections_from_class_probability,
     detections_from_probability,
@@ -69,6 +76,8 @@ __all__ = [
     "window_starts",
 ]
 
+#: the largest window overlap Predictor takes: windows 1/16 of a patch apart per axis
+MAX_OVERLAP = 0.9375
 _FLOOR = 1e-3  # MONAI's floor for the importance map: border pixels still count a little
 
 
@@ -415,11 +424,13 @@ class Predictor(_Probabilities):
         progress: bool = False,
     ) -> None:
         check_choice(backend, ("torch", "onnx"), name="backend")
-        if isinstance(device, str):
-            check_choice(device, ("auto", "cpu", "cuda"), name="device")
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        # "cuda" without CUDA is a clear ValueError there, not an AssertionError at .to()
+        self.device = resolve_device(device)
+        if not isinstance(overlap, (int, float)) or not 0 <= overlap <= MAX_OVERLAP:
+            raise ValueError(
+                f"overlap must be in [0, {MAX_OVERLAP}], got {overlap!r}: beyond it windows "
+                "overlap so much that the work grows hundreds of times for nothing"
+            )
         self.path = resolve_checkpoint(model)
         name, kwargs, _, extra = load_checkpoint(self.path)
         meta = CheckpointMeta.from_extra(extra, path=self.path)
@@ -722,6 +733,11 @@ def predict_to_folder(
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise ValueError(f"{outdir}: output must be a folder")
+    if outdir.suffix and not outdir.exists():
+        raise ValueError(f"{outdir}: looks like a file name; the output is a folder")
+    # an input is never an output: not the folder itself, not any file written into it
+    planned = [outdir / stem.with_name(stem.name + mask_suffix(p)) for p, stem in pairs]
+    check_not_inputs([outdir, *planned], [*map(Path, inputs), *(p for p, _ in pairs)])
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".segloc-predict-", dir=outdir))

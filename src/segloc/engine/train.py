@@ -256,29 +256,72 @@ def _cases(cfg: TrainConfig) -> tuple[list[CaseFiles], list[CaseFiles]]:
     return train, val
 
 
-def _survey(dataset: SegmentationDataset, ignore_index: int | None) -> tuple[int, int, int, list]:
-    """dims, channels, classes (max label + 1) and spatial shapes of a dataset's cases."""
+@dataclass
+class _Survey:
+    """What the cases of a dataset hold: dims, channels, label values, spatial shapes."""
+
+    dims: int
+    channels: int
+    values: set[int]
+    shapes: list
+    ignore_seen: bool
+
+    @property
+    def classes(self) -> int:
+        return max(self.values, default=0) + 1
+
+
+def _survey(dataset: SegmentationDataset, ignore_index: int | None) -> _Survey:
+    """Read every case once (normalised, cached for training) and note what it holds."""
     dims = channels = None
-    top = 0
-    shapes = []
-    for i in range(len(dataset.cases)):
-        image, labels = dataset.load(i)
+    values: set[int] = set()
+    shapes, ignore_seen = [], False
+    for i, case in enumerate(dataset.cases):
+        try:
+            image, labels = dataset.load(i)
+        except ValueError as err:
+            message = str(err)
+            named = message if str(case.image) in message else f"{case.image}: {message}"
+            raise ValueError(named) from None
         if dims is None:
             dims, channels = labels.ndim, image.shape[0]
         elif labels.ndim != dims or image.shape[0] != channels:
             raise ValueError(
-                f"{dataset.cases[i].image}: {labels.ndim}D with {image.shape[0]} channel(s), "
+                f"{case.image}: {labels.ndim}D with {image.shape[0]} channel(s), "
                 f"but the first case is {dims}D with {channels}"
             )
-        values = np.unique(labels)
+        found = np.unique(labels)
         if ignore_index is not None:
-            values = values[values != ignore_index]
-        if values.size and values.min() < 0:
-            raise ValueError(f"{dataset.cases[i].label}: negative label {values.min()}")
-        top = max(top, int(values.max()) if values.size else 0)
+            ignore_seen = ignore_seen or bool((found == ignore_index).any())
+            found = found[found != ignore_index]
+        if found.size and found.min() < 0:
+            raise ValueError(f"{case.label}: negative label {found.min()}")
+        values.update(int(v) for v in found)
         shapes.append(labels.shape)
     assert dims is not None and channels is not None
-    return dims, channels, top + 1, shapes
+    return _Survey(dims, channels, values, shapes, ignore_seen)
+
+
+def _check_classes(cfg: TrainConfig, train: _Survey, val: _Survey) -> None:
+    """Settle ``cfg.classes``: consecutive label values from 0, an ignore label that occurs."""
+    values = train.values | val.values
+    top = max(values, default=0)
+    if cfg.classes is None:
+        missing = sorted(set(range(top + 1)) - values)
+        if missing:
+            raise ValueError(
+                f"{cfg.data}: the labels hold classes {sorted(values)}, so {missing} never "
+                f"appear: relabel them to consecutive classes, or set classes (e.g. "
+                f"classes: {top + 1}) to train the empty ones on purpose"
+            )
+        cfg.classes = max(top + 1, 2)
+    elif top >= cfg.classes:
+        raise ValueError(f"classes is {cfg.classes} but the labels hold class {top}")
+    if cfg.ignore_index is not None and not (train.ignore_seen or val.ignore_seen):
+        raise ValueError(
+            f"{cfg.data}: ignore_index {cfg.ignore_index} appears in no label file; "
+            "leave it out or give the value the labels use for unlabelled pixels"
+        )
 
 
 def _largest_padded(shapes: list, depth: int) -> list[int]:
@@ -344,19 +387,15 @@ def _prepare_data(cfg: TrainConfig, dist: Dist) -> _Data:
         "target_spacing": cfg.target_spacing,
     }
     probe = SegmentationDataset(train_cases, **common)
-    dims, channels, classes, shapes = _survey(probe, cfg.ignore_index)
+    survey = _survey(probe, cfg.ignore_index)
+    dims, channels, shapes = survey.dims, survey.channels, survey.shapes
     val = SegmentationDataset(val_cases, **common)
-    _, val_channels, val_classes, _ = _survey(val, cfg.ignore_index)
-    if val_channels != channels:
+    val_survey = _survey(val, cfg.ignore_index)
+    if val_survey.channels != channels:
         raise ValueError(
-            f"validation images have {val_channels} channel(s), training images {channels}"
+            f"validation images have {val_survey.channels} channel(s), training images {channels}"
         )
-    if cfg.classes is None:
-        cfg.classes = max(classes, val_classes, 2)
-    elif max(classes, val_classes) > cfg.classes:
-        raise ValueError(
-            f"classes is {cfg.classes} but the labels hold class {max(classes, val_classes) - 1}"
-        )
+    _check_classes(cfg, survey, val_survey)
     if cfg.model in _MODELS_3D and dims != 3:
         raise ValueError(f"model {cfg.model!r} is 3D but {cfg.data} holds {dims}D images")
     _check_patch(cfg, dims, shapes, _depth(_shell(cfg, dims, channels)))

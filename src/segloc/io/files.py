@@ -207,15 +207,23 @@ def output_paths(
     Raises
     ------
     ValueError
-        Several inputs and ``out`` an existing file, or two inputs with the same stem (their
-        outputs would overwrite each other).
+        ``out`` is something other than a regular file or a folder (a device, say); several
+        inputs and ``out`` a file, or a name that looks like one (``masks.png``) rather than
+        a folder; two inputs with the same stem (their outputs would overwrite each other).
     """
     paths = [Path(p) for p in inputs]
     out = Path(out)
+    if out.exists() and not (out.is_dir() or out.is_file()):
+        raise ValueError(f"{out}: is neither a regular file nor a folder")
     if len(paths) == 1 and out.suffix and not out.is_dir():
         return [out]
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: with several inputs the output must be a folder")
+    if len(paths) > 1 and out.suffix and not out.exists():
+        raise ValueError(
+            f"{out}: looks like a file name, but with {len(paths)} inputs the output is a "
+            "folder; give a folder name"
+        )
     stems = [case_stem(p) for p in paths]
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)

@@ -296,7 +296,7 @@ def localize_to_file(
 
     from segloc import viz  # matplotlib: only when pictures are asked for
 
-    pictures = [Path(p) for p in overlays] if overlays is not None else []
+    pictures = [viz.check_png_name(p) for p in overlays] if overlays is not None else []
     check_not_inputs([output, *pictures], [*images, *(masks or [])])
     doc, read = localize_images(
         detector,

@@ -72,6 +72,8 @@ def train_detector(
         raise ValueError(f"{data}: data must be a dataset folder")
     t0 = time.perf_counter()
     if method == "cnn":
+        if Path(out).suffix and not Path(out).is_dir():
+            raise ValueError(f"{out}: method cnn writes a run folder; give a folder name")
         if epochs is None and time_budget is None:
             raise ValueError("method cnn needs epochs and/or a time budget")
         path = train_localizer(

@@ -177,8 +177,10 @@ def export_checkpoint(
     Path
         ``onnx_path``.
     """
-    from segloc.nn.checkpoint import load_model
+    from segloc._validation import check_not_inputs
+    from segloc.nn.checkpoint import load_model, resolve_checkpoint
 
+    check_not_inputs([onnx_path], [resolve_checkpoint(checkpoint_path)])
     model = load_model(checkpoint_path)
     conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
     if conv is None:
@@ -193,4 +195,8 @@ def export_checkpoint(
         size = tuple(int(s) for s in example_size)
     if len(size) != dims:
         raise ValueError(f"example_size must have {dims} values, got {example_size!r}")
+    # the example is only traced: a big one costs memory and proves nothing more
+    if int(np.prod(size)) > 2**24 or min(size) < 1:
+        shown = "x".join(map(str, size))
+        raise ValueError(f"example_size must be positive with at most 2**24 voxels, got {shown}")
     return export_onnx(model, onnx_path, example_shape=(1, in_channels, *size))
