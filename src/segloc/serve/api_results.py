@@ -1,6 +1,6 @@
 """Routes that read results off the mask: objects, scores against a ground truth, downloads.
 
-The measurements are library calls: :mod:`segloc.serve.regions` for the objects,
+The measurements are library calls: :func:`segloc.instances.region_table` for the objects,
 :func:`segloc.metrics.overlap_scores` and :func:`segloc.metrics.surface_scores` for the
 scores, :func:`segloc.viz.comparison_panel` for the panel, :func:`segloc.io.write_mask`,
 :func:`segloc.instances.mask_to_boxes` and :func:`segloc.coco.coco_dataset` for the files.
@@ -17,12 +17,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from segloc.coco import box_to_coco, coco_dataset
-from segloc.instances import mask_to_boxes
+from segloc.instances import mask_to_boxes, region_table
 from segloc.io import write_mask
 from segloc.metrics import overlap_scores, surface_scores
 from segloc.serve import views
 from segloc.serve.context import DATA_SUFFIXES, Context, ServeContext
-from segloc.serve.regions import region_table
 from segloc.serve.schemas import RAW_RESPONSE, UPLOAD_BODY, Axis, Index, NameRequest
 from segloc.serve.sessions import Session
 from segloc.serve.uploads import load_mask, receive
@@ -32,6 +31,7 @@ __all__ = ["router"]
 
 router = APIRouter()
 
+MAX_REGION_ROWS = 2000  # rows sent to the page (the largest objects); "total" counts them all
 _MASK_FORMATS = {"png": ".png", "tif": ".tif", "nii.gz": ".nii.gz", "nrrd": ".nrrd"}
 
 
@@ -46,6 +46,23 @@ def _stem(name: str) -> str:
 # --------------------------------------------------------------------------- objects
 
 
+def _region_rows(table: dict[str, np.ndarray], max_rows: int) -> list[dict]:
+    """JSON rows of a :func:`segloc.instances.region_table`, largest objects first."""
+    order = np.argsort(-table["area"], kind="stable")[:max_rows]
+    return [
+        {
+            "id": int(table["instance"][k]),
+            "class": int(table["class"][k]),
+            "pixels": int(table["area"][k]),
+            "size": float(table["size"][k]),
+            "box": [float(v) for v in table["box"][k]],
+            "mean": float(table["mean"][k]),
+            "centre": [round(float(v), 2) for v in table["centre"][k]],
+        }
+        for k in order
+    ]
+
+
 def _regions(session: Session) -> tuple[np.ndarray, dict]:
     """The region table of the current mask, cached until the mask changes."""
     with session.lock:
@@ -53,14 +70,14 @@ def _regions(session: Session) -> tuple[np.ndarray, dict]:
         cached = session.cache.get("regions")
         if cached is not None and session.cache.get("regions_version") == version:
             return session.cache["instances"], cached  # type: ignore[return-value]
-    instances, rows, total = region_table(mask, session.grey, views.spacing(session))
+    instances, columns = region_table(mask, session.grey, spacing=views.spacing(session))
     instances = instances.astype(np.uint16) if instances.max(initial=0) < 65536 else instances
     unit = views.unit(session)
     table = {
         "version": version,
         "size_unit": f"{unit}{'²' if session.ndim == 2 else '³'}",
-        "total": total,
-        "regions": rows,
+        "total": len(columns["instance"]),
+        "regions": _region_rows(columns, MAX_REGION_ROWS),
     }
     with session.lock:
         if session.version == version:
