@@ -438,6 +438,89 @@ def test_class_boxes_match_regionprops(shape):
     np.testing.assert_array_equal(np.array(list(out.values())), ref_boxes)
 
 
+# --------------------------------------------------------------------------- region_table
+
+
+def _skimage_box(bbox: tuple[int, ...]) -> list[float]:
+    """scikit-image's (min_row, min_col[, min_pln], max_row, ...) as segloc's half-open box."""
+    n = len(bbox) // 2
+    order = (1, 0) if n == 2 else (1, 0, 2)
+    return [float(bbox[a]) for a in order] + [float(bbox[n + a]) for a in order]
+
+
+@pytest.mark.parametrize(
+    ("shape", "connectivity", "spacing"),
+    [
+        ((37, 53), 1, None),
+        ((37, 53), 2, (0.5, 2.0)),
+        ((11, 13, 9), 1, (0.8, 0.9, 2.0)),
+        ((11, 13, 9), 3, None),
+    ],
+)
+def test_region_table_matches_regionprops(shape, connectivity, spacing):
+    labels = random_labels(shape, seed=13, num_classes=5)
+    labels[labels > 2] = 0  # classes 1 and 2 sparse enough to stay many objects at full rank
+    image = np.random.default_rng(13).normal(100.0, 20.0, shape)
+    inst, table = instances.region_table(labels, image, spacing=spacing, connectivity=connectivity)
+    physical = spacing or (1.0,) * len(shape)
+    # oracle: each class labelled on its own by scikit-image, whose numbering (raster order)
+    # is ours within a class
+    want = []
+    for c in (1, 2):
+        comp = measure.label(labels == c, connectivity=connectivity)
+        props = measure.regionprops(comp, intensity_image=image)
+        scaled = measure.regionprops(comp, spacing=physical)
+        want += [(c, p, s) for p, s in zip(props, scaled, strict=True)]
+    assert len(want) > 5 and len(table["instance"]) == len(want)
+    np.testing.assert_array_equal(table["instance"], np.arange(1, len(want) + 1))
+    np.testing.assert_array_equal(table["class"], [c for c, _, _ in want])
+    np.testing.assert_array_equal(table["area"], [p.area for _, p, _ in want])
+    np.testing.assert_allclose(table["size"], [s.area for _, _, s in want], rtol=1e-12)
+    np.testing.assert_array_equal(table["box"], [_skimage_box(p.bbox) for _, p, _ in want])
+    np.testing.assert_allclose(table["mean"], [p.intensity_mean for _, p, _ in want], rtol=1e-12)
+    np.testing.assert_allclose(table["centre"], [p.centroid for _, p, _ in want], rtol=1e-12)
+    # the returned instance map holds the measured objects
+    ref = measure.regionprops(inst)
+    np.testing.assert_array_equal(table["area"], [p.area for p in ref])
+    assert {k: v.dtype for k, v in table.items()} == {
+        "instance": np.int64, "class": np.int64, "area": np.int64, "size": np.float64,
+        "box": np.float64, "centre": np.float64, "mean": np.float64,
+    }  # fmt: skip
+
+
+def test_region_table_hand_case_and_empty():
+    labels = np.zeros((4, 6), bool)
+    labels[1:3, 1:3] = True
+    labels[0, 5] = True
+    inst, table = instances.region_table(labels)  # a bool mask is class 1; no image, no mean
+    assert sorted(table) == ["area", "box", "centre", "class", "instance", "size"]
+    np.testing.assert_array_equal(table["area"], [1, 4])  # raster order of the first pixel
+    np.testing.assert_array_equal(table["box"], [[5, 0, 6, 1], [1, 1, 3, 3]])
+    np.testing.assert_array_equal(table["centre"], [[0, 5], [1.5, 1.5]])
+    np.testing.assert_array_equal(table["size"], [1.0, 4.0])
+    assert inst.dtype == np.int32 and inst[0, 5] == 1 and inst[2, 2] == 2
+    _, empty = instances.region_table(np.zeros((3, 3, 2), np.uint8), np.ones((3, 3, 2)))
+    assert {k: v.shape for k, v in empty.items()} == {
+        "instance": (0,), "class": (0,), "area": (0,), "size": (0,), "box": (0, 6),
+        "centre": (0, 3), "mean": (0,),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"image": np.ones((4, 5))}, ValueError, "image and labels must have the same shape"),
+        ({"spacing": (1.0, 2.0, 3.0)}, ValueError, "spacing must have 2 values"),
+        ({"spacing": (1.0, 0.0)}, ValueError, "positive and finite"),
+        ({"connectivity": 3}, ValueError, "connectivity must be one of"),
+        ({"image": np.full((4, 4), "a")}, TypeError, "image must be a numeric array"),
+    ],
+)
+def test_region_table_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        instances.region_table(np.eye(4, dtype=np.int32), **kwargs)
+
+
 @pytest.mark.slow
 def test_hippocampus_labels_class_boxes_and_instances():
     nib = pytest.importorskip("nibabel")

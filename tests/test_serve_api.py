@@ -736,12 +736,12 @@ def test_session_memory_is_bounded(data_dir):
 
 
 def test_a_crash_inside_a_request_does_not_stop_the_server(client, blob_session, monkeypatch):
-    import segloc.serve.app as serve_app
+    import segloc.serve.api_edit as edit_routes
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(serve_app, "classical_segment", boom)
+    monkeypatch.setattr(edit_routes, "classical_segment", boom)
     r = client.post(f"/api/sessions/{blob_session}/segment", json={"method": "otsu"})
     one_line_error(r, 500, "internal error (RuntimeError: boom)")
     monkeypatch.undo()

@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 from segloc import io, metrics
 from segloc.classical.region_growing import region_grow
 from segloc.engine.infer import Predictor
+from segloc.instances import region_table
 from segloc.viz import label_colors
 
 pytestmark = pytest.mark.slow
@@ -313,16 +314,17 @@ def test_hippocampus_scroll_predict_region_table(page, data_dir, runs_dir, serve
         "Array.from(document.querySelectorAll('#regions tbody tr'))"
         ".map(tr => Array.from(tr.children).map(td => td.textContent))"
     )
-    # oracle: the predictor and the region table, called directly
-    from segloc.serve.regions import region_table
-
+    # oracle: the predictor and the library's region table, called directly; the page lists
+    # the largest objects first
     image, meta = io.read_image(data_dir / HIPPO)
     predictor = Predictor(runs_dir / "hippo-tiny", device="cpu")
     labels = predictor.labels(predictor.predict(image, spacing=meta.spacing)).astype(np.uint8)
-    _, want, total = region_table(labels, image, meta.spacing)
+    _, table = region_table(labels, image, spacing=meta.spacing)
+    total = len(table["instance"])
+    largest = np.argsort(-table["area"], kind="stable")[:500]
     assert page.text_content("#region-total") == f"({total})"
     assert [(int(r[0]), int(r[1]), int(r[2])) for r in rows] == [
-        (w["id"], w["class"], w["pixels"]) for w in want[:500]
+        (int(table["instance"][k]), int(table["class"][k]), int(table["area"][k])) for k in largest
     ]
     print(f"\nhippocampus_003: {total} objects, first rows {rows[:3]}")
     # clicking a row flashes the object on its slice

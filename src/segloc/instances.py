@@ -42,6 +42,8 @@ from segloc._validation import (
     check_image,
     check_int,
     check_labels,
+    check_same_shape,
+    check_spacing,
 )
 from segloc.masks import connected_components, connectivity_structure, remove_small_objects, to_bool
 
@@ -51,6 +53,7 @@ __all__ = [
     "instance_boxes",
     "mask_to_boxes",
     "class_boxes",
+    "region_table",
     "split_touching",
     "instances_from_probability",
     "instances_from_class_probability",
@@ -260,6 +263,98 @@ def class_boxes(labels: Any) -> dict[int, np.ndarray]:
     """
     ids, boxes = instance_boxes(check_labels(labels, ndim=(2, 3)))
     return {int(i): b for i, b in zip(ids, boxes, strict=True)}
+
+
+def region_table(
+    labels: Any,
+    image: Any = None,
+    *,
+    spacing: Sequence[float] | float | None = None,
+    connectivity: int = 1,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Measure every connected object of each class: pixels, physical size, box, mean, centre.
+
+    The objects are those of :func:`semantic_to_instances`; the table is a dict of columns,
+    one row per object in the order of its instance id (as scikit-image's
+    ``regionprops_table``, with segloc's box convention).
+
+    Parameters
+    ----------
+    labels : array_like of int, 2D or 3D
+        Label map, 0 = background; a bool mask is one class, 1.
+    image : array_like, optional
+        Intensity image of the same shape; its mean inside each object is the ``"mean"``
+        column (left out without an image). NaN pixels make their object's mean NaN.
+    spacing : float or sequence of float, optional
+        Physical size of a pixel along each axis (row, col[, slice]); default 1.
+    connectivity : int, optional
+        1..ndim or 4/8 (2D), 6/18/26 (3D), as in :func:`segloc.masks.connected_components`.
+
+    Returns
+    -------
+    instances : ndarray of int32
+        The instance map: ids 1..N, class by class then in raster order, 0 elsewhere.
+    table : dict of ndarray
+        ``"instance"`` (N,) int64, ``"class"`` (N,) int64, ``"area"`` (N,) int64 pixel
+        (voxel) count, ``"size"`` (N,) float64 area times the product of ``spacing``,
+        ``"box"`` (N, 4) / (N, 6) float64 half-open ``[x0, y0, x1, y1]`` /
+        ``[x0, y0, z0, x1, y1, z1]``, ``"centre"`` (N, ndim) float64 centre of mass as
+        array indices (row, col[, slice]), and ``"mean"`` (N,) float64 with an ``image``.
+
+    Raises
+    ------
+    ValueError
+        If ``image`` does not have the shape of ``labels``, or ``spacing`` does not give
+        one positive value per axis.
+
+    References
+    ----------
+    .. [1] van der Walt, S. et al. "scikit-image: image processing in Python", PeerJ 2:e453,
+       2014 (``skimage.measure.regionprops``, the reference for these measurements).
+       :doi:`10.7717/peerj.453`
+
+    Examples
+    --------
+    >>> inst, table = region_table(np.array([[1, 1, 0, 2]]), np.array([[2.0, 4.0, 0.0, 7.0]]),
+    ...                            spacing=0.5)
+    >>> table["class"], table["area"], table["size"], table["mean"]
+    (array([1, 2]), array([2, 1]), array([0.5 , 0.25]), array([3., 7.]))
+    >>> table["box"], table["centre"]
+    (array([[0., 0., 2., 1.],
+           [3., 0., 4., 1.]]), array([[0. , 0.5],
+           [0. , 3. ]]))
+    """
+    arr = check_labels(labels, ndim=(2, 3))
+    pixel_size = float(np.prod(check_spacing(spacing, arr.ndim)))
+    values = None
+    if image is not None:
+        values = np.asarray(image)
+        if values.dtype == object or not (
+            np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_
+        ):
+            raise TypeError(f"image must be a numeric array, got dtype {values.dtype}")
+        check_same_shape(values, arr, names=("image", "labels"))
+    instances, class_of = semantic_to_instances(arr, connectivity=connectivity)
+    ids, boxes = instance_boxes(instances)
+    flat = instances.ravel()
+    # ids are 1..N (semantic_to_instances numbers them contiguously): one bincount slot each
+    counts = np.bincount(flat, minlength=len(ids) + 1)
+    area = counts[ids].astype(np.int64)
+    centre = np.zeros((0, arr.ndim), np.float64)
+    if ids.size:
+        centre = np.array(ndi.center_of_mass(np.ones(arr.shape, np.uint8), instances, ids))
+    table = {
+        "instance": ids,
+        "class": np.array([class_of[int(i)] for i in ids], np.int64),
+        "area": area,
+        "size": area * pixel_size,
+        "box": boxes,
+        "centre": centre.reshape(len(ids), arr.ndim).astype(np.float64),
+    }
+    if values is not None:
+        sums = np.bincount(flat, weights=values.astype(np.float64).ravel(), minlength=len(counts))
+        table["mean"] = sums[ids] / area
+    return instances, table
 
 
 def _check_threshold(value: Any) -> float:
