@@ -16,6 +16,9 @@ The rules, the same for every trainer:
 - **resume**: ``resume=True`` needs ``state.pt`` in the run folder, and a run folder that
   holds one is never started afresh over it; the state is read with
   ``torch.load(weights_only=True)``, so nothing is unpickled;
+- **a loss that is not finite**: the step is skipped (no update, on every DDP rank alike)
+  and counted in ``metrics.csv`` (``skipped_steps``); :data:`MAX_NONFINITE` such steps in a
+  row stop the run with :class:`NonFiniteLoss` naming the step;
 - **what a kill loses**: the epoch in progress -- ``state.pt`` is written atomically at the
   end of each epoch, before ``last.safetensors``, ``metrics.csv`` and ``curves.png``, so
   those are never ahead of it (a resume rewrites them).
@@ -44,6 +47,8 @@ from segloc._validation import check_choice, write_atomic
 from segloc.io import write_csv
 
 __all__ = [
+    "MAX_NONFINITE",
+    "NonFiniteLoss",
     "STATE_FILE",
     "Budget",
     "Dist",
@@ -61,6 +66,13 @@ __all__ = [
 ]
 
 STATE_FILE = "state.pt"
+#: steps in a row whose loss is NaN or infinite before a run stops (each one is skipped)
+MAX_NONFINITE = 5
+
+
+class NonFiniteLoss(ValueError):
+    """The loss stayed NaN or infinite: the run stopped; ``state.pt`` holds the last epoch."""
+
 
 # --------------------------------------------------------------------------- small pieces
 
@@ -439,6 +451,8 @@ class Progress:
     best: float = -math.inf
     best_epoch: int = 0
     since_best: int = 0
+    #: steps in a row whose loss was not finite (across epochs; not saved)
+    nonfinite_in_a_row: int = 0
 
     def to_state(self, score: str) -> dict[str, Any]:
         return {
@@ -572,23 +586,45 @@ def _train_epoch(
         dynamic_ncols=True,
     )
     sums: dict[str, float] = {}
-    seen = 0
+    seen = skipped = 0
     start = time.perf_counter()
     out_of_time = False
-    for batch in task.batches(p.epoch):
-        # rank 0's clock decides for every rank: the same learning rate and the same last
-        # step everywhere, or DDP ranks would drift apart or wait for each other
-        seconds = dist.shared(p.elapsed + time.perf_counter() - start, task.device)
-        if budget.out_of_time(seconds):
-            out_of_time = True
-            break
-        losses = task.train_step(batch, budget.progress(p.step, task.steps_per_epoch, seconds))
-        p.step += 1
-        seen += 1
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{task.current_lr():.2e}")
+    try:
+        for batch in task.batches(p.epoch):
+            # rank 0's clock decides for every rank: the same learning rate and the same last
+            # step everywhere, or DDP ranks would drift apart or wait for each other
+            seconds = dist.shared(p.elapsed + time.perf_counter() - start, task.device)
+            if budget.out_of_time(seconds):
+                out_of_time = True
+                break
+            losses = task.train_step(batch, budget.progress(p.step, task.steps_per_epoch, seconds))
+            p.step += 1
+            bar.update(1)
+            if not math.isfinite(losses["loss"]):  # the task skipped the update
+                skipped += 1
+                p.nonfinite_in_a_row += 1
+                if p.nonfinite_in_a_row >= MAX_NONFINITE:
+                    bar.close()
+                    raise NonFiniteLoss(
+                        f"step {p.step} (epoch {p.epoch}): the loss was not finite "
+                        f"{p.nonfinite_in_a_row} steps in a row; lower the learning rate or "
+                        "check the data for NaN (state.pt keeps the last epoch)"
+                    )
+                continue
+            p.nonfinite_in_a_row = 0
+            seen += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{task.current_lr():.2e}")
+    except RuntimeError as err:
+        if "DataLoader worker" not in str(err):
+            raise
+        bar.close()
+        first = str(err).strip().splitlines()[0]
+        raise ChildProcessError(
+            f"a data-loading worker died in epoch {p.epoch} ({first}); the run folder keeps "
+            "the last epoch: continue with --resume (fewer workers if memory ran short)"
+        ) from None
     bar.close()
     p.elapsed = dist.shared(p.elapsed + time.perf_counter() - start, task.device)
     task.end_epoch(dist)
@@ -598,6 +634,8 @@ def _train_epoch(
     for k, v in sums.items():
         if k != "loss":
             row[f"train_{k}"] = v / seen
+    if skipped:
+        row["skipped_steps"] = skipped
     return row, out_of_time
 
 

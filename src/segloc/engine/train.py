@@ -601,6 +601,9 @@ class _SegmentationTask:
             logits = self.net(x)
         loss = self.loss_fn(_as_float(logits), y, *weight)
         self.optimizer.zero_grad(set_to_none=True)
+        # decided on every rank alike: a rank skipping backward alone would hang DDP
+        if self.dist.any(not bool(torch.isfinite(loss.detach())), self.device):
+            return {"loss": float("nan")}
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -300,6 +300,8 @@ class _LocalizerTask:
             logits, pred, batch["label"].to(self.device), batch["box"].to(self.device)
         )
         self.optimizer.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(parts["loss"].detach())):
+            return {"loss": float("nan")}
         parts["loss"].backward()
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in parts.items()}
