@@ -627,30 +627,43 @@ class ProposalDetector:
 
         Raises
         ------
-        ValueError
-            The file is not a saved ProposalDetector (message starts with the path).
+        CorruptFile
+            (a ``ValueError``) The file is not a saved ProposalDetector: another file, or one
+            cut short (message starts with the path).
+        OSError
+            The system's error: a missing file, permission, I/O.
         """
+        # imported here so that the load function is all this hardening changes in the file
+        from segloc.io.errors import CorruptFile, is_os_error
+
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # our own handle: np.load leaves its file open when the zip is cut short
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ValueError(f"{path}: not a saved ProposalDetector ({exc})") from None
+        except Exception as exc:  # a cut .npz: BadZipFile, zlib.error, EOFError ...
+            if is_os_error(exc):  # permission, I/O, missing file: the system's error
+                raise
+            raise CorruptFile(
+                path, f"not a saved ProposalDetector ({type(exc).__name__}: {exc})"
+            ) from None
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ValueError(
-                f"{path}: not a saved ProposalDetector (format {meta.get('format')!r})"
-            )
-        det = cls(**meta["params"])
-        det.classes_ = list(meta["classes"])
-        det.coef_ = arrays["coef"]
-        det.intercept_ = arrays["intercept"]
-        det.reg_coef_ = arrays.get("reg_coef")
-        det.reg_intercept_ = arrays.get("reg_intercept")
-        det.metadata_ = meta.get("metadata", {})
-        if det.coef_.shape != (len(det.classes_), det.n_features):
-            raise ValueError(
-                f"{path}: coef must have shape {(len(det.classes_), det.n_features)}, "
-                f"got {det.coef_.shape}"
-            )
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise CorruptFile(path, f"not a saved ProposalDetector (format {got!r})")
+        try:
+            det = cls(**meta["params"])
+            det.classes_ = list(meta["classes"])
+            det.coef_ = arrays["coef"]
+            det.intercept_ = arrays["intercept"]
+            det.reg_coef_ = arrays.get("reg_coef")
+            det.reg_intercept_ = arrays.get("reg_intercept")
+            det.metadata_ = meta.get("metadata", {})
+            want = (len(det.classes_), det.n_features)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFile(
+                path, f"not a saved ProposalDetector ({type(exc).__name__}: {exc})"
+            ) from None
+        if det.coef_.shape != want:
+            raise CorruptFile(path, f"coef must have shape {want}, got {det.coef_.shape}")
         return det

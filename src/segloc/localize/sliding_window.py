@@ -885,27 +885,43 @@ class HogSvmDetector:
 
         Raises
         ------
-        ValueError
-            The file is not a saved HogSvmDetector (message starts with the path).
+        CorruptFile
+            (a ``ValueError``) The file is not a saved HogSvmDetector: another file, or one
+            cut short (message starts with the path).
+        OSError
+            The system's error: a missing file, permission, I/O.
         """
+        # imported here so that the load function is all this hardening changes in the file
+        from segloc.io.errors import CorruptFile, is_os_error
+
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # our own handle: np.load leaves its file open when the zip is cut short
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 coef = z["coef"]
-        except (OSError, ValueError, KeyError, EOFError) as exc:
-            raise ValueError(f"{path}: not a saved HogSvmDetector ({exc})") from None
+        except Exception as exc:  # a cut .npz: BadZipFile, zlib.error, EOFError ...
+            if is_os_error(exc):  # permission, I/O, missing file: the system's error
+                raise
+            raise CorruptFile(
+                path, f"not a saved HogSvmDetector ({type(exc).__name__}: {exc})"
+            ) from None
         if not isinstance(meta, dict) or meta.get("format") != _SAVE_FORMAT:
-            raise ValueError(f"{path}: not a saved HogSvmDetector")
-        params = dict(meta["params"])
-        window = params.pop("window")
-        det = cls(tuple(window) if window is not None else None, **params)
-        det.window_ = det._check_window(meta["window_"])
-        det.coef_ = coef
-        det.intercept_ = float(meta["intercept"])
-        det.metadata_ = dict(meta.get("metadata", {}))
-        bh, bw = det._window_blocks
+            raise CorruptFile(path, "not a saved HogSvmDetector")
+        try:
+            params = dict(meta["params"])
+            window = params.pop("window")
+            det = cls(tuple(window) if window is not None else None, **params)
+            det.window_ = det._check_window(meta["window_"])
+            det.coef_ = coef
+            det.intercept_ = float(meta["intercept"])
+            det.metadata_ = dict(meta.get("metadata", {}))
+            bh, bw = det._window_blocks
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFile(
+                path, f"not a saved HogSvmDetector ({type(exc).__name__}: {exc})"
+            ) from None
         want = (bh, bw, det.block * det.block * det.orientations)
         if coef.shape != want:
-            raise ValueError(f"{path}: coef must have shape {want}, got {coef.shape}")
+            raise CorruptFile(path, f"coef must have shape {want}, got {coef.shape}")
         return det
