@@ -702,9 +702,24 @@ def _read_tiff(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
     with _tifffile_log() as log, tifffile.TiffFile(path) as tif:
         pages: list = []
         broken = None
+        seen: set[int] = set()
+        # an IFD takes at least 2 + 12 + 4 bytes: no file holds more pages than that allows
+        most = size // 18 + 1
         try:
             for page in tif.pages:
+                # a chain of page directories that points back to an earlier one would be
+                # followed for ever (tifffile does not notice): found by fuzzing
+                offset = int(getattr(page, "offset", -1))
+                if offset in seen or len(pages) >= most:
+                    raise CorruptFile(
+                        path,
+                        f"TIFF page directory loops (page {len(pages)} is again the one at "
+                        f"offset {offset})",
+                    )
+                seen.add(offset)
                 pages.append(page)
+        except CorruptFile:
+            raise
         except Exception as exc:  # a cut or damaged page directory: keep the pages before it
             broken = f"{type(exc).__name__}: {exc}"
         lost = [m for m in log if any(k in m for k in _TIFF_LOSS)]
@@ -884,8 +899,14 @@ def _read_nifti(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
             raise CorruptFile(path, f"affine (qform/sform): {exc}") from None
         affine = _check_affine(path, affine, "affine (qform/sform)")
         offset = int(hdr.get_data_offset())
-        if offset < hdr_size:
-            offset = hdr_size + 4 if hdr_size == 348 else 544  # as nibabel sets a too-low offset
+        minimum = 352 if hdr_size == 348 else 544  # header + the 4-byte extension flag
+        if offset == 0:
+            # "unset": the data follows the header (nibabel would read the header as voxels)
+            offset = minimum
+        elif offset < minimum:  # as nibabel refuses it
+            raise CorruptFile(
+                path, f"vox_offset {offset} is inside the header (must be >= {minimum})"
+            )
         raw_bytes = voxels * dtype.itemsize
         opts.limits.check(path, voxels, offset, detail=f"data offset {offset:,}")
         note = None
