@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 
 export SEGLOC_DATA
 
-.PHONY: demo test test-fast bench bench-isbi bench-hippocampus bench-lgg bench-ph2 bench-camvid lint install clean
+FUZZ_SECONDS ?= 600
+
+.PHONY: demo test test-fast fuzz bench bench-isbi bench-hippocampus bench-lgg bench-ph2 bench-camvid lint install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test,onnx,serve]"
+	-$(PY) -m pip install --quiet --only-binary=:all: "atheris>=2.3"  # optional: see [fuzz]
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,7 +33,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not fuzz"
+
+# coverage-guided fuzzing of every reader for FUZZ_SECONDS (every library instrumented);
+# failing inputs land in tests/data/crashers/, replayed by `make test`
+fuzz: $(STAMP)
+	$(PY) tests/fuzz_readers.py --seconds $(FUZZ_SECONDS) --instrument all
 
 # timings against the peers; run on an otherwise idle machine
 bench: $(STAMP)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from segloc import io
 from segloc.localize.annotations import read_box_csv, read_voc_folder, read_voc_xml
 
 DATA = Path(os.environ.get("SEGLOC_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -89,10 +91,11 @@ def test_read_voc_folder_and_missing_image(tmp_path):
     (tmp_path / "images").mkdir()
     write_voc(tmp_path / "annotations" / "b.xml", [("cat", (1, 1, 10, 10), 0)], filename="b.jpg")
     write_voc(tmp_path / "annotations" / "a.xml", [], filename="a.jpg")
-    (tmp_path / "images" / "a.jpg").write_bytes(b"")
+    # the images must be real: read_voc_folder checks their size against <size> (50x40)
+    io.write_image(tmp_path / "images" / "a.jpg", np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(ValueError, match="does not exist"):
         read_voc_folder(tmp_path)
-    (tmp_path / "images" / "b.jpg").write_bytes(b"")
+    io.write_image(tmp_path / "images" / "b.jpg", np.zeros((40, 50, 3), np.uint8))
     recs = read_voc_folder(tmp_path)
     assert [r["image_path"].name for r in recs] == ["a.jpg", "b.jpg"]
     assert recs[0]["boxes"].shape == (0, 4)
@@ -160,3 +163,20 @@ def test_raccoon_voc_and_csv_agree():
     box = by_name[RACCOON / "images" / row["filename"]]["boxes"][0]
     vals = [int(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
     np.testing.assert_array_equal(box, [vals[0] - 1, vals[1] - 1, vals[2], vals[3]])
+
+
+def test_annotation_readers_keep_system_errors(tmp_path, monkeypatch):
+    from segloc.localize.annotations import read_box_csv, read_voc_xml
+
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation/>")
+    csv_file = tmp_path / "b.csv"
+    csv_file.write_text("filename\n")
+
+    def failing(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    for reader, path in ((read_voc_xml, xml), (read_box_csv, csv_file)):
+        with pytest.raises(PermissionError):
+            reader(path)

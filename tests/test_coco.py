@@ -408,3 +408,79 @@ def test_dsb2018_nuclei_instances_boxes_and_rle():
         obj = np.asfortranarray((inst == a["instance"]).astype(np.uint8))
         assert a["segmentation"]["counts"] == mask_api.encode(obj)["counts"].decode()
     assert sum(a["area"] for a in anns) == (inst > 0).sum()
+
+
+# --------------------------------------------------------------------------- checks of read files
+
+_DS = {
+    "images": [{"id": 1, "height": 10, "width": 12}, {"id": 2}],
+    "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}],
+    "annotations": [{"id": 5, "image_id": 2, "category_id": 3, "bbox": [0, 0, 2, 2]}],
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda d: d.update(images={"id": 1}), "images must be a list of dicts, got dict"),
+        (lambda d: d["images"].append("x"), r"images\[2\] must be a dict, got 'x'"),
+        (lambda d: d["images"][0].update(height=0), r"images\[0\] height must be >= 1"),
+        (lambda d: d["images"][0].update(width=2.5), "whole number"),
+        (lambda d: d["images"][1].update(id=True), "ids must be integers >= 1"),
+        (lambda d: d["annotations"][0].update(image_id=[1]), "image_id must be one of"),
+        (lambda d: d["annotations"][0].update(bbox=[0, 0, 1e400, 1]), "must be finite"),
+        (lambda d: d["annotations"][0].update(bbox="0 0 1 1"), r"\[x, y, width, height\]"),
+        (lambda d: d["annotations"][0].update(area=-1), "area must be >= 0"),
+        (lambda d: d["annotations"][0].update(area=10**400), "area must be finite"),
+        (lambda d: d["annotations"][0].update(iscrowd=2), "iscrowd must be 0 or 1"),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0])), "duplicates"),
+    ],
+)
+def test_check_coco_dataset_refuses(change, match):
+    import copy
+
+    d = copy.deepcopy(_DS)
+    change(d)
+    with pytest.raises(ValueError, match=f"^t.json: .*{match}"):
+        coco.check_coco_dataset(d, name="t.json")
+
+
+def test_check_coco_dataset_and_results_accept_valid_input_unchanged():
+    import copy
+
+    d = copy.deepcopy(_DS)
+    assert coco.check_coco_dataset(d) is d and d == _DS
+    res = [{"image_id": 1, "category_id": 7, "score": 0.5, "bbox": [0, 0, 1, 1]}]
+    assert coco.check_coco_results(res, d) == res  # unknown category: COCOeval skips it
+    with pytest.raises(ValueError, match=r"category_id must be one of the truth's \[1, 3\]"):
+        coco.check_coco_results(res, d, unknown_categories="raise")
+    masks = [
+        {
+            "image_id": 1,
+            "category_id": 1,
+            "score": 0.5,
+            "segmentation": coco.rle_encode(np.eye(3, dtype=bool)),
+        }
+    ]
+    assert coco.check_coco_results(masks, d, geometry="segm") == masks
+    bad = [{**masks[0], "segmentation": {"size": [3, 3], "counts": [1, 2]}}]
+    with pytest.raises(ValueError, match="sum to height"):
+        coco.check_coco_results(bad, d, geometry="segm")
+
+
+def test_align_results_refuses_what_it_would_misread():
+    truth = {
+        "images": [{"id": 1, "file_name": "a.jpg"}],
+        "categories": [{"id": 1, "name": "c"}, {"id": 2, "name": "d"}],
+    }
+    doc = {
+        "images": [{"id": 5, "file_name": "a.jpg"}],
+        "categories": [{"id": 9, "name": "c"}],
+        "annotations": [{"image_id": 5, "category_id": 9, "bbox": [0, 0, 1, 1], "score": 1}],
+    }
+    assert coco.align_results(doc, truth, name="p")[0]["category_id"] == 1
+    doc["annotations"][0]["category_id"] = 2  # not the file's: would have scored as "d"
+    with pytest.raises(ValueError, match="^p: annotations.0. names category id 2"):
+        coco.align_results(doc, truth, name="p")
+    with pytest.raises(ValueError, match=r"^p: results\[0\] category_id must be one of"):
+        coco.align_results([{"image_id": 1, "category_id": 4}], truth, name="p")

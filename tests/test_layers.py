@@ -2,7 +2,7 @@
 
 Layers (a module may import its own layer's package and any layer below):
 
-    core       _validation, color, io, masks, instances, boxes, coco, metrics,
+    core       _validation, color, io, masks, instances, boxes, rle, coco, metrics,
                detection_metrics, viz
     1          classical, nn
     2          engine
@@ -32,6 +32,7 @@ CORE = {
     "masks",
     "instances",
     "boxes",
+    "rle",
     "coco",
     "metrics",
     "detection_metrics",
@@ -58,6 +59,7 @@ CORE_ORDER = [
     "io",
     "masks",
     "instances",
+    "rle",
     "coco",
     "metrics",
     "detection_metrics",

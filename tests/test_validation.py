@@ -1,7 +1,13 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 
 from segloc import _validation as v
+from segloc import io
+
+U8 = np.uint8
 
 
 @pytest.mark.parametrize(
@@ -78,3 +84,30 @@ def test_check_positive_bounds():
     assert v.check_positive(0, name="x", strict=False) == 0
     with pytest.raises(ValueError, match="x must be > 0, got 0"):
         v.check_positive(0, name="x")
+
+
+# --------------------------------------------------------------------------- atomic writes: modes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        paths = [
+            io.write_image(tmp_path / "a.png", np.zeros((2, 2), U8)),
+            io.write_mask(tmp_path / "m.nii.gz", np.zeros((2, 2, 2), bool)),
+            io.write_csv(tmp_path / "t.csv", [{"a": 1}]),
+        ]
+    finally:
+        os.umask(old)
+    for p in paths:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+
+
+def test_an_existing_output_keeps_its_permissions(tmp_path):
+    p = io.write_image(tmp_path / "a.png", np.zeros((2, 2), U8))
+    p.chmod(0o640)
+    io.write_image(p, np.ones((2, 2), U8))
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640
+    assert io.read_image(p)[0].tolist() == [[1, 1], [1, 1]]
+    assert [q.name for q in tmp_path.iterdir()] == ["a.png"]  # no temporary file left

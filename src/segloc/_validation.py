@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,6 +125,24 @@ def as_float(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
+def _create_beside(path: Path, suffix: str) -> Path:
+    """Create an empty, uniquely named file beside ``path`` with mode ``0o666``.
+
+    ``tempfile.mkstemp`` creates files with mode 0600, which the rename would hand on to
+    every output. Opening with 0666 lets the kernel apply the umask (and a folder's
+    default ACL), exactly as for a file written in place.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.tmp{suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"{path.parent}: cannot create a temporary file beside {path.name}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
@@ -131,16 +150,23 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     Readers never see a half-written file: on error the temporary file is removed and
     ``path`` keeps whatever it held before. ``suffix`` (default: the target's suffixes)
     keeps writers that choose a format from the file name happy.
+
+    The new file gets the permissions a plain ``open(path, "w")`` would give it: those of
+    the file it replaces, else ``0o666`` less the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    try:
+        keep_mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        keep_mode = None
+    tmp_path = _create_beside(path, suffix)
     try:
         yield tmp_path
+        if keep_mode is not None:
+            os.chmod(tmp_path, keep_mode)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -168,11 +194,7 @@ def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
             missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
             path.parent.mkdir(parents=True, exist_ok=True)
             made += missing
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{path.stem}.", suffix=f".tmp{''.join(path.suffixes)}", dir=path.parent
-            )
-            os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(_create_beside(path, "".join(path.suffixes)))
         yield list(temps)
         for tmp, path in zip(temps, targets, strict=True):
             os.replace(tmp, path)

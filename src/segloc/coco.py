@@ -24,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from segloc._validation import atomic_path, check_int, check_labels, check_mask
+from segloc._validation import atomic_path, check_int, check_labels
 from segloc.boxes import check_box
 from segloc.instances import instance_boxes, mask_to_boxes
+from segloc.io.errors import CorruptFile
+from segloc.rle import _compress_counts, _rle_counts, _runs_in_box, rle_area, rle_decode, rle_encode
 
 __all__ = [
     "voc_to_box",
@@ -44,6 +46,8 @@ __all__ = [
     "records_to_coco",
     "align_results",
     "objects_document",
+    "check_coco_dataset",
+    "check_coco_results",
 ]
 
 
@@ -115,176 +119,54 @@ def coco_to_box(bbox: Any) -> np.ndarray:
     return np.array([b[0], b[1], b[0] + b[2], b[1] + b[3]])
 
 
-def _compress_counts(counts: Sequence[int]) -> str:
-    out = []
-    for i, count in enumerate(counts):
-        x = int(count) - (int(counts[i - 2]) if i > 2 else 0)
-        while True:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift: negative deltas keep their sign
-            # stop once the remaining bits are pure sign extension of bit 0x10
-            more = x != -1 if c & 0x10 else x != 0
-            out.append(chr((c | 0x20 if more else c) + 48))
-            if not more:
-                break
-    return "".join(out)
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _decompress_counts(s: str) -> list[int]:
-    counts: list[int] = []
-    p, n = 0, len(s)
-    while p < n:
-        x, shift = 0, 0
-        while True:
-            if p >= n:
-                raise ValueError("rle counts string must end with a complete number, got a cut one")
-            c = ord(s[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"rle counts must use characters '0'..'o', got {s[p]!r}")
-            p += 1
-            x |= (c & 0x1F) << shift
-            shift += 5
-            if not c & 0x20:
-                if c & 0x10:
-                    x -= 1 << shift  # sign-extend
-                break
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
+def _entries(items: Any, *, name: str) -> list[Mapping]:
+    """``items`` as a list of dicts, or a ValueError naming what came instead."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise ValueError(f"{name} must be a list of dicts, got {type(items).__name__}")
+    for k, it in enumerate(items):
+        if not isinstance(it, Mapping):
+            raise ValueError(f"{name}[{k}] must be a dict, got {_show(it)}")
+    return list(items)
 
 
-def _runs_in_box(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> list[int]:
-    """COCO counts of a (height, width) mask that is False outside ``crop`` at (y0, x0).
-
-    Work on the crop only, so an object's RLE costs its box, not the whole image.
-    """
-    total = height * width
-    if not crop.any():
-        return [total]
-    ch, cw = crop.shape
-    # a False row above and below each column: every run starts and ends inside it
-    padded = np.zeros((ch + 2, cw), bool)
-    padded[1:-1] = crop
-    flat = padded.ravel(order="F")
-    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1  # index of the first pixel after a change
-    col, row = np.divmod(edges, ch + 2)
-    pos = (x0 + col) * height + (y0 + row - 1)  # same place in the image's column-major order
-    # a run that ends at the bottom of one column and restarts at the top of the next is one
-    # run in column-major order: drop the end/start pair that lands on the same position
-    uniq, times = np.unique(pos, return_counts=True)
-    pos = uniq[times == 1]
-    pos = pos[pos < total]  # a run reaching the last pixel ends the counts, no empty run after
-    bounds = np.concatenate(([0], pos, [total]))
-    return np.diff(bounds).tolist()
-
-
-def _rle_size(rle: Any) -> tuple[int, int]:
-    if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
-        raise ValueError(f"rle must be a dict with 'size' and 'counts', got {type(rle).__name__}")
-    size = rle["size"]
-    if len(size) != 2 or any(
-        isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in size
+def _finite(value: Any, *, what: str) -> float:
+    """A finite real number (not a bool, not a string)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
     ):
-        raise ValueError(f"rle['size'] must be [height, width] non-negative integers, got {size}")
-    return int(size[0]), int(size[1])
+        raise ValueError(f"{what} must be a number, got {_show(value)}")
+    try:
+        out = float(value)
+    except OverflowError:  # a JSON integer such as 10**400
+        out = float("inf")
+    if not np.isfinite(out):
+        raise ValueError(f"{what} must be finite, got {_show(value)}")
+    return out
 
 
-def _rle_counts(rle: Any) -> tuple[tuple[int, int], list[int]]:
-    h, w = _rle_size(rle)
-    counts = rle["counts"]
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    counts = _decompress_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
-    if any(c < 0 for c in counts):
-        raise ValueError("rle counts must be >= 0, got a negative run")
-    if sum(counts) != h * w:
-        raise ValueError(f"rle counts must sum to height * width = {h * w}, got {sum(counts)}")
-    return (h, w), counts
+def _whole(value: Any, *, what: str) -> int:
+    """A whole number >= 0 (an int, or a float such as 4.0 from JSON)."""
+    v = _finite(value, what=what)
+    if v < 0 or v != int(v):
+        raise ValueError(f"{what} must be a whole number >= 0, got {_show(value)}")
+    return int(v)
 
 
-def rle_encode(mask: Any) -> dict:
-    """Encode a 2D binary mask as COCO compressed RLE.
-
-    Parameters
-    ----------
-    mask : array_like, 2D
-        bool (or 0/1, 0/255) mask of shape (height, width).
-
-    Returns
-    -------
-    dict
-        ``{"size": [height, width], "counts": str}``, the string pycocotools'
-        ``mask.encode`` gives (as ``str`` rather than ``bytes``, so it is JSON-ready).
-        Counts run over the column-major pixel order and start with the zeros.
-
-    References
-    ----------
-    .. [1] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
-       :doi:`10.1007/978-3-319-10602-1_48`; COCO API ``maskApi.c`` (rleToString).
-
-    Examples
-    --------
-    >>> rle_encode(np.array([[0, 1], [0, 1]], bool))
-    {'size': [2, 2], 'counts': '22'}
-    """
-    arr = check_mask(mask, ndim=(2,))
-    h, w = arr.shape
-    if arr.size == 0:
-        return {"size": [h, w], "counts": _compress_counts([0])}
-    rows = np.flatnonzero(arr.any(axis=1))
-    cols = np.flatnonzero(arr.any(axis=0))
-    if rows.size == 0:
-        return {"size": [h, w], "counts": _compress_counts([h * w])}
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    counts = _runs_in_box(arr[y0:y1, x0:x1], int(y0), int(x0), h, w)
-    return {"size": [h, w], "counts": _compress_counts(counts)}
-
-
-def rle_decode(rle: Mapping) -> np.ndarray:
-    """Decode a COCO RLE (compressed string or uncompressed list ``counts``) to a mask.
-
-    Parameters
-    ----------
-    rle : dict
-        ``{"size": [height, width], "counts": str | bytes | list of int}``.
-
-    Returns
-    -------
-    ndarray of bool, shape (height, width)
-
-    Raises
-    ------
-    ValueError
-        If the counts are malformed or do not sum to ``height * width``.
-
-    References
-    ----------
-    .. [1] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
-       :doi:`10.1007/978-3-319-10602-1_48`; COCO API ``maskApi.c`` (rleFrString).
-
-    Examples
-    --------
-    >>> rle_decode({"size": [2, 2], "counts": [2, 2]}).astype(int)
-    array([[0, 1],
-           [0, 1]])
-    """
-    (h, w), counts = _rle_counts(rle)
-    values = np.arange(len(counts)) % 2 == 1  # runs alternate, zeros first
-    flat = np.repeat(values, counts)
-    return flat.reshape((h, w), order="F")
-
-
-def rle_area(rle: Mapping) -> int:
-    """Number of foreground pixels of a COCO RLE (without decoding the mask).
-
-    Examples
-    --------
-    >>> rle_area({"size": [2, 2], "counts": "22"})
-    2
-    """
-    _, counts = _rle_counts(rle)
-    return int(sum(counts[1::2]))
+def _coco_bbox(value: Any, *, what: str) -> list[float]:
+    """A COCO bbox ``[x, y, w, h]``: four finite numbers, ``w, h >= 0``."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ValueError(f"{what} must be [x, y, width, height], got {_show(value)}")
+    if len(value) != 4:
+        raise ValueError(f"{what} must have 4 numbers [x, y, width, height], got {_show(value)}")
+    b = [_finite(v, what=what) for v in value]
+    if b[2] < 0 or b[3] < 0:
+        raise ValueError(f"{what} must have width and height >= 0, got {b}")
+    return b
 
 
 def _require(d: Mapping, keys: Sequence[str], *, name: str) -> None:
@@ -299,10 +181,13 @@ def _unique_ids(items: Sequence[Mapping], *, name: str) -> set:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 1:
             # COCOeval treats id 0 as "no match", so ids start at 1
             raise ValueError(f"{name} ids must be integers >= 1, got {i!r}")
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+    unique = set(ids)
+    if len(unique) != len(ids):
+        from collections import Counter
+
+        dup = sorted(i for i, n in Counter(ids).items() if n > 1)
         raise ValueError(f"{name} ids must be unique, got duplicates {dup[:10]}")
-    return set(ids)
+    return unique
 
 
 def _as_rle(segmentation: Any, *, size: tuple[int, int] | None, name: str) -> dict:
@@ -362,14 +247,21 @@ def coco_dataset(
     .. [1] Lin, T.-Y. et al. "Microsoft COCO: Common Objects in Context", ECCV 2014,
        :doi:`10.1007/978-3-319-10602-1_48`. Format: https://cocodataset.org/#format-data
     """
-    images = [dict(im) for im in images]
-    categories = [dict(c) for c in categories]
+    images = [dict(im) for im in _entries(images, name="images")]
+    categories = [dict(c) for c in _entries(categories, name="categories")]
+    annotations = _entries(annotations, name="annotations")
     for im in images:
         _require(im, ("id", "height", "width"), name="images entries")
     for c in categories:
         _require(c, ("id", "name"), name="categories entries")
-    sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in images}
     _unique_ids(images, name="images")
+    sizes = {
+        im["id"]: (
+            _whole(im["height"], what="images height"),
+            _whole(im["width"], what="images width"),
+        )
+        for im in images
+    }
     cat_ids = _unique_ids(categories, name="categories")
 
     given = [a for a in annotations if "id" in a]
@@ -627,6 +519,194 @@ def write_coco_json(path: str | os.PathLike, data: Any) -> Path:
     return Path(path)
 
 
+# --------------------------------------------------------------------------- checks
+
+
+def check_coco_dataset(
+    data: Any, *, name: str | None = "dataset", geometry: str | None = "bbox"
+) -> Mapping:
+    """Check a COCO dataset as read from a file, without changing it.
+
+    What COCOeval would silently skip or misread is refused: entries that are not dicts,
+    ids that are not integers >= 1 or repeat, annotations of images or categories the
+    dataset lacks, boxes that are not four finite numbers with width, height >= 0,
+    areas that are NaN or negative.
+
+    Parameters
+    ----------
+    data : dict
+        ``{"images", "annotations", "categories"}``.
+    name : str or None, optional
+        What to call it in messages (a file name); None: no prefix.
+    geometry : {"bbox", "segm", None}, optional
+        Which annotation field must be present and valid; None: neither is required.
+
+    Returns
+    -------
+    dict
+        ``data`` itself.
+
+    Raises
+    ------
+    ValueError
+        Message starting with ``name``.
+
+    Examples
+    --------
+    >>> d = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}],
+    ...      "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]}]}
+    >>> check_coco_dataset(d, name="t.json")
+    Traceback (most recent call last):
+    ...
+    ValueError: t.json: annotations[0] image_id must be one of the images' ids, got 2
+    """
+    prefix = f"{name}: " if name else ""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{prefix}must be a COCO dataset (a dict), got {type(data).__name__}")
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if missing:
+        raise ValueError(
+            f"{prefix}must be a COCO dataset with images, annotations, categories, "
+            f"missing {missing}"
+        )
+    try:
+        images = _entries(data["images"], name="images")
+        categories = _entries(data["categories"], name="categories")
+        annotations = _entries(data["annotations"], name="annotations")
+        for k, im in enumerate(images):
+            _require(im, ("id",), name=f"images[{k}]")
+            for key in ("height", "width"):
+                if key in im and _whole(im[key], what=f"images[{k}] {key}") < 1:
+                    raise ValueError(f"images[{k}] {key} must be >= 1, got {im[key]}")
+        for k, c in enumerate(categories):
+            _require(c, ("id", "name"), name=f"categories[{k}]")
+        image_ids = _unique_ids(images, name="images")
+        cat_ids = _unique_ids(categories, name="categories")
+        _unique_ids([a for a in annotations if "id" in a], name="annotations")
+        for k, ann in enumerate(annotations):
+            where = f"annotations[{k}]"
+            _require(ann, ("image_id", "category_id"), name=where)
+            if not _hashable(ann["image_id"]) or ann["image_id"] not in image_ids:
+                raise ValueError(
+                    f"{where} image_id must be one of the images' ids, got {_show(ann['image_id'])}"
+                )
+            if not _hashable(ann["category_id"]) or ann["category_id"] not in cat_ids:
+                raise ValueError(
+                    f"{where} category_id must be one of {sorted(cat_ids)[:20]}, "
+                    f"got {_show(ann['category_id'])}"
+                )
+            if geometry == "bbox" or (geometry is None and "bbox" in ann):
+                _require(ann, ("bbox",), name=where)
+                _coco_bbox(ann["bbox"], what=f"{where} bbox")
+            if geometry == "segm":
+                _require(ann, ("segmentation",), name=where)
+                _rle_counts(ann["segmentation"])
+            if "area" in ann and _finite(ann["area"], what=f"{where} area") < 0:
+                raise ValueError(f"{where} area must be >= 0, got {ann['area']}")
+            if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+                raise ValueError(f"{where} iscrowd must be 0 or 1, got {_show(ann['iscrowd'])}")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: {exc}" if name else str(exc)) from None
+    return data
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def check_coco_results(
+    results: Any,
+    dataset: Mapping,
+    *,
+    name: str | None = "results",
+    geometry: str = "bbox",
+    unknown_categories: str = "skip",
+) -> list[dict]:
+    """Check COCO results against the dataset they are scored on, without changing them.
+
+    Each result must be a dict with an ``image_id`` of the dataset, an integer
+    ``category_id``, a finite ``score`` and, as ``geometry`` says, a ``bbox`` of four
+    finite numbers with width, height >= 0 or an RLE ``segmentation``. Whether boxes or
+    masks are required follows ``COCO.loadRes``: the first result decides.
+
+    Parameters
+    ----------
+    results : list of dict
+    dataset : dict
+        A dataset :func:`check_coco_dataset` accepts.
+    name : str or None, optional
+        What to call the results in messages (a file name); None: no prefix.
+    geometry : {"bbox", "segm"}, optional
+    unknown_categories : {"skip", "raise"}, optional
+        A result of a category the dataset lacks: allowed (COCOeval skips it) or an error.
+
+    Returns
+    -------
+    list of dict
+        ``results`` as a list.
+
+    Raises
+    ------
+    ValueError
+        Message starting with ``name``.
+
+    Examples
+    --------
+    >>> d = {"images": [{"id": 1}], "categories": [{"id": 1, "name": "a"}], "annotations": []}
+    >>> check_coco_results([{"image_id": 1, "category_id": 1, "score": float("nan"),
+    ...                      "bbox": [0, 0, 1, 1]}], d, name="p.json")
+    Traceback (most recent call last):
+    ...
+    ValueError: p.json: results[0] score must be finite, got nan
+    """
+    if unknown_categories not in ("skip", "raise"):
+        raise ValueError(
+            f"unknown_categories must be 'skip' or 'raise', got {unknown_categories!r}"
+        )
+    image_ids = {im["id"] for im in dataset["images"]}
+    cat_ids = {c["id"] for c in dataset["categories"]}
+    try:
+        results = _entries(results, name="results")
+        need_box = bool(results) and bool(results[0].get("bbox"))
+        for k, res in enumerate(results):
+            where = f"results[{k}]"
+            for key in ("image_id", "category_id", "score"):
+                if key not in res:
+                    raise ValueError(f"{where} must have {key!r}, got none")
+            if not _hashable(res["image_id"]) or res["image_id"] not in image_ids:
+                raise ValueError(
+                    f"{where} image_id must be one of the truth's images, got "
+                    f"{_show(res['image_id'])}"
+                )
+            cat = res["category_id"]
+            if isinstance(cat, (bool, np.bool_)) or not isinstance(cat, (int, np.integer)):
+                raise ValueError(f"{where} category_id must be an integer, got {_show(cat)}")
+            if unknown_categories == "raise" and cat not in cat_ids:
+                raise ValueError(
+                    f"{where} category_id must be one of the truth's {sorted(cat_ids)[:20]}, "
+                    f"got {cat}"
+                )
+            _finite(res["score"], what=f"{where} score")
+            # COCO.loadRes: boxes in results[0] -> every result has one; else masks
+            if need_box and "bbox" not in res:
+                raise ValueError(f"{where} must have 'bbox' like results[0], got none")
+            if not need_box and "segmentation" not in res:
+                raise ValueError(f"{where} must have 'segmentation' like results[0], got none")
+            if geometry == "segm" and "segmentation" not in res:
+                raise ValueError(f"{where} must have 'segmentation' for iou_type='segm'")
+            if "bbox" in res and (need_box or res["bbox"]):
+                _coco_bbox(res["bbox"], what=f"{where} bbox")
+            if "segmentation" in res:
+                _rle_counts(res["segmentation"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}: {exc}" if name else str(exc)) from None
+    return results
+
+
 # --------------------------------------------------------------------------- box records
 
 
@@ -678,48 +758,87 @@ def records_to_coco(records: Sequence[Mapping]) -> dict:
 def align_results(pred: Any, truth: Mapping, *, name: str = "predictions") -> list[dict]:
     """COCO results of ``pred`` with image and category ids mapped onto ``truth``'s.
 
-    ``pred`` is a plain COCO results list (ids already those of the truth) or a document
+    ``pred`` is a plain COCO results list (ids already those of the truth: a category id
+    the truth lacks is an error, not skipped) or a document
     with ``images``, ``categories`` and ``annotations`` (as ``segloc localize`` writes),
     whose images are matched to the truth's by ``file_name`` and categories by ``name``; a
     one-class prediction (a detector's generic "object") scores against a one-class truth.
 
     Raises
     ------
-    ValueError
-        ``pred`` is neither form, or names an image or category the truth lacks; ``name``
-        (the file) starts the message.
+    CorruptFile
+        (a ``ValueError``) ``pred`` is neither form, is not made of dicts, repeats an image
+        id, names an image or category the truth lacks, or holds an annotation of an image
+        or category it does not list; ``name`` (the file) starts the message.
     """
+
+    def fail(problem: str) -> CorruptFile:
+        return CorruptFile(name, problem)
+
+    truth_cat_ids = {c["id"] for c in truth["categories"]}
     if isinstance(pred, list):
-        return pred
+        try:
+            out = [dict(r) for r in _entries(pred, name="results")]
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        for k, r in enumerate(out):
+            cat = r.get("category_id")
+            if not _hashable(cat) or cat not in truth_cat_ids:
+                # COCOeval would drop it without a word: a results file of another label set
+                raise fail(
+                    f"results[{k}] category_id must be one of the truth's "
+                    f"{sorted(truth_cat_ids)[:20]}, got {_show(cat)}"
+                )
+        return out
     if not isinstance(pred, Mapping) or "annotations" not in pred or "images" not in pred:
-        raise ValueError(f"{name}: must be a COCO results list or a segloc localize file")
+        raise fail("must be a COCO results list or a segloc localize file")
+    try:
+        images = _entries(pred["images"], name="images")
+        categories = _entries(pred.get("categories", []), name="categories")
+        annotations = _entries(pred["annotations"], name="annotations")
+        for k, im in enumerate(images):
+            _require(im, ("id", "file_name"), name=f"images[{k}]")
+        for k, c in enumerate(categories):
+            _require(c, ("id", "name"), name=f"categories[{k}]")
+        _unique_ids(images, name="images")
+        _unique_ids(categories, name="categories")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     truth_ids = {im.get("file_name"): im["id"] for im in truth["images"]}
     image_map = {}
-    for im in pred["images"]:
-        if im.get("file_name") not in truth_ids:
-            raise ValueError(f"{name}: image {im.get('file_name')!r} is not in the truth")
+    for im in images:
+        if not _hashable(im["file_name"]) or im["file_name"] not in truth_ids:
+            raise fail(f"image {_show(im['file_name'])} is not in the truth")
         image_map[im["id"]] = truth_ids[im["file_name"]]
     truth_cats = {c["name"]: c["id"] for c in truth["categories"]}
     cat_map = {}
-    for c in pred.get("categories", []):
-        if c["name"] in truth_cats:
+    for c in categories:
+        if _hashable(c["name"]) and c["name"] in truth_cats:
             cat_map[c["id"]] = truth_cats[c["name"]]
         elif len(truth_cats) == 1:
             cat_map[c["id"]] = next(iter(truth_cats.values()))
         else:
-            raise ValueError(f"{name}: category {c['name']!r} is not in the truth")
+            raise fail(f"category {_show(c['name'])} is not in the truth")
     out = []
-    for r in pred["annotations"]:
-        try:
-            out.append(
-                {
-                    **r,
-                    "image_id": image_map[r["image_id"]],
-                    "category_id": cat_map.get(r["category_id"], r["category_id"]),
-                }
+    for k, r in enumerate(annotations):
+        for key in ("image_id", "category_id"):
+            if key not in r:
+                raise fail(f"annotations[{k}] must have {key!r}, got none")
+        if not _hashable(r["image_id"]) or r["image_id"] not in image_map:
+            raise fail(f"annotations[{k}] names image id {_show(r['image_id'])}, not in its images")
+        if categories and (not _hashable(r["category_id"]) or r["category_id"] not in cat_map):
+            # an id the file does not list could collide with a truth id and be scored as it
+            raise fail(
+                f"annotations[{k}] names category id {_show(r['category_id'])}, "
+                "not in its categories"
             )
-        except (KeyError, TypeError):
-            raise ValueError(f"{name}: result names an image id not in its images") from None
+        out.append(
+            {
+                **r,
+                "image_id": image_map[r["image_id"]],
+                "category_id": cat_map.get(r["category_id"], r["category_id"]),
+            }
+        )
     return out
 
 

@@ -47,7 +47,7 @@ from scipy.optimize import linear_sum_assignment
 
 from segloc._validation import check_choice, check_image, check_same_shape
 from segloc.boxes import box_iou, check_boxes
-from segloc.coco import rle_area, rle_decode
+from segloc.coco import check_coco_dataset, check_coco_results, rle_area, rle_decode
 
 __all__ = [
     "IOU_THRESHOLDS",
@@ -284,7 +284,11 @@ def evaluate_detections(
     Raises
     ------
     ValueError
-        A result for an image not in ``truth``, missing keys, bad ``iou_type``/``max_dets``.
+        A result for an image not in ``truth``, missing keys, bad ``iou_type``/``max_dets``;
+        entries that are not dicts; boxes that are not four finite numbers with width and
+        height >= 0; NaN or infinite scores or areas; truth annotations of images or
+        categories the truth lacks, or repeated ids (:func:`segloc.coco.check_coco_dataset`,
+        :func:`segloc.coco.check_coco_results`). COCOeval would score these.
 
     References
     ----------
@@ -306,18 +310,21 @@ def evaluate_detections(
     for key in ("images", "annotations", "categories"):
         if key not in truth:
             raise ValueError(f"truth must have keys images, annotations, categories, got no {key}")
-    img_ids = sorted(int(im["id"]) for im in truth["images"])
-    cat_ids = sorted(int(c["id"]) for c in truth["categories"])
-    img_set, cat_set = set(img_ids), set(cat_ids)
     geom = "bbox" if iou_type == "bbox" else "segmentation"
-
-    gts: dict[tuple[int, int], list] = defaultdict(list)
+    check_coco_dataset(truth, name="truth", geometry=None)
     for k, ann in enumerate(truth["annotations"]):
         for key in ("image_id", "category_id", "area", geom):
             if key not in ann:
                 raise ValueError(f"truth annotations[{k}] must have {key!r}, got none")
-        if ann["image_id"] in img_set and ann["category_id"] in cat_set:
-            gts[ann["image_id"], ann["category_id"]].append(ann)
+    check_coco_dataset(truth, name="truth", geometry=iou_type)
+    results = check_coco_results(results, truth, name=None, geometry=iou_type)
+    img_ids = sorted(int(im["id"]) for im in truth["images"])
+    cat_ids = sorted(int(c["id"]) for c in truth["categories"])
+    img_set, cat_set = set(img_ids), set(cat_ids)
+
+    gts: dict[tuple[int, int], list] = defaultdict(list)
+    for ann in truth["annotations"]:
+        gts[ann["image_id"], ann["category_id"]].append(ann)
 
     # COCO.loadRes: the first result decides whether areas come from boxes or masks
     results = list(results)

@@ -19,10 +19,23 @@ them can be written to any other.
 Every write is atomic (:func:`segloc._validation.atomic_path`): a reader never sees
 a half-written file, and a failed write leaves the target as it was.
 
-File problems raise :class:`ImageReadError` (a ``ValueError``) whose message starts
-with the path.
+File problems raise typed errors (:mod:`segloc.io.errors`), all ``ValueError``s with a
+one-line message that starts with the path: :class:`UnsupportedFormat`,
+:class:`CorruptFile` (truncated, malformed, impossible header values) and
+:class:`ResourceLimitExceeded` (a header declaring more than ``max_voxels`` or
+``max_bytes``, refused before anything is decoded), under one base
+:class:`SeglocIOError` (also named :class:`ImageReadError`). A system error (permission,
+I/O) stays an ``OSError``. Limits, truncation, NaN handling and the sandbox for
+untrusted files are described in ``docs/hardening.md``.
 """
 
+from segloc.io.errors import (
+    CorruptFile,
+    ImageReadError,
+    ResourceLimitExceeded,
+    SeglocIOError,
+    UnsupportedFormat,
+)
 from segloc.io.files import (
     case_stem,
     check_compatible,
@@ -31,17 +44,25 @@ from segloc.io.files import (
     match_files,
     output_paths,
 )
-from segloc.io.formats import ImageMeta, ImageReadError, is_lossy
+from segloc.io.formats import ImageMeta, is_lossy
+from segloc.io.limits import Limits, default_limits, set_default_limits
 from segloc.io.masks import interpret_mask, read_mask
-from segloc.io.read import describe, read_image
+from segloc.io.read import describe, image_size, read_image
+from segloc.io.sandbox import read_untrusted
 from segloc.io.write import write_csv, write_image, write_mask
 
 __all__ = [
+    "CorruptFile",
     "ImageMeta",
     "ImageReadError",
+    "Limits",
+    "ResourceLimitExceeded",
+    "SeglocIOError",
+    "UnsupportedFormat",
     "case_stem",
     "check_compatible",
     "describe",
+    "image_size",
     "interpret_mask",
     "is_lossy",
     "list_images",
@@ -50,6 +71,9 @@ __all__ = [
     "output_paths",
     "read_image",
     "read_mask",
+    "read_untrusted",
+    "set_default_limits",
+    "default_limits",
     "write_csv",
     "write_image",
     "write_mask",

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from segloc.io.formats import _SUFFIXES, ImageMeta, ImageReadError, _suffix
+from segloc.io.errors import ImageReadError
+from segloc.io.formats import _SUFFIXES, ImageMeta, _suffix
 
 
 def case_stem(path: str | os.PathLike) -> str:

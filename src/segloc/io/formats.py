@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-
-class ImageReadError(ValueError):
-    """A file that cannot be read or written as asked; the message starts with its path."""
+from segloc.io.errors import CorruptFile, SeglocIOError, UnsupportedFormat
 
 
 @dataclass
@@ -64,6 +63,15 @@ _SUFFIXES = {
 
 _PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpeg", "BMP": "bmp", "TIFF": "tiff", "MPO": "jpeg"}
 
+# image formats that are recognisable but not read: named in the error instead of "corrupt"
+_UNSUPPORTED_MAGIC = {
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"\xff\x4f\xff\x51": "JPEG 2000 codestream",
+    b"8BPS": "Photoshop (PSD)",
+}
+
 
 _LOSSY = {"jpeg"}
 
@@ -75,10 +83,8 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _sniff(path: Path) -> str | None:
-    """Format from the first bytes, for files whose suffix says nothing."""
-    with open(path, "rb") as f:
-        head = f.read(352)
+def _magic(head: bytes) -> str | None:
+    """Format from a file's first bytes (gzip excluded); None if they name no known format."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -91,15 +97,34 @@ def _sniff(path: Path) -> str | None:
         return "nrrd"
     if head[128:132] == b"DICM":
         return "dicom"
+    if head[344:348] == b"n+1\x00" or head[4:8] == b"n+2\x00":
+        return "nifti"
+    return None
+
+
+def _unsupported_magic(head: bytes) -> str | None:
+    """Name of a recognisable image format segloc does not read, from the first bytes."""
+    for magic, name in _UNSUPPORTED_MAGIC.items():
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _sniff(path: Path) -> str | None:
+    """Format from the first bytes, for files whose suffix says nothing."""
+    with open(path, "rb") as f:
+        head = f.read(352)
     if head.startswith(b"\x1f\x8b"):
         try:
             with gzip.open(path, "rb") as f:
                 head = f.read(352)
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error) as exc:
+            if getattr(exc, "errno", None) is not None:
+                raise
             return None
-    if head[344:348] == b"n+1\x00" or head[4:8] == b"n+2\x00":
-        return "nifti"
-    return None
+    return _magic(head)
 
 
 def _format_of(path: Path) -> str:
@@ -109,9 +134,13 @@ def _format_of(path: Path) -> str:
     if fmt is None:
         fmt = _sniff(path)
     if fmt is None:
-        raise ImageReadError(
-            f"{path}: unknown image format (suffix {_suffix(path)!r}; known: "
-            f"{', '.join(sorted(_SUFFIXES))})"
+        with open(path, "rb") as f:
+            other = _unsupported_magic(f.read(16))
+        known = ", ".join(sorted(_SUFFIXES))
+        if other is not None:
+            raise UnsupportedFormat(path, f"{other} images are not read (known: {known})")
+        raise UnsupportedFormat(
+            path, f"unknown image format (suffix {_suffix(path)!r}; known: {known})"
         )
     return fmt
 
@@ -124,21 +153,22 @@ def is_lossy(path: str | os.PathLike) -> bool:
 
     Raises
     ------
-    ImageReadError
+    UnsupportedFormat
         For a file whose format cannot be told.
     """
     return _format_of(Path(path)) in _LOSSY
 
 
-def _library_error(path: Path, exc: BaseException) -> ImageReadError:
+def _library_error(path: Path, exc: BaseException) -> CorruptFile:
+    """A decoder's complaint as a :class:`CorruptFile` naming the file (one line)."""
     problem = str(exc) or type(exc).__name__
-    return ImageReadError(f"{path}: cannot read ({type(exc).__name__}: {problem})")
+    return CorruptFile(path, f"cannot read ({type(exc).__name__}: {problem})")
 
 
 def _fail(path: str | os.PathLike | None, problem: str) -> ValueError:
     if path is None:
         return ValueError(f"mask {problem}")
-    return ImageReadError(f"{path}: mask {problem}")
+    return SeglocIOError(f"{path}: mask {problem}", path=path)
 
 
 # spaces whose first two axes point the other way from RAS (sign per world axis)

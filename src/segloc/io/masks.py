@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 
 from segloc._validation import check_choice
+from segloc.io.errors import SeglocIOError
 from segloc.io.formats import _LOSSY, ImageMeta, _fail
-from segloc.io.read import _read
+from segloc.io.limits import default_limits
+from segloc.io.read import _Options, _read
 
 
 def _palette_lookup(palette: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -54,11 +56,12 @@ def _apply_palette(rgb: np.ndarray, palette: Any, path) -> np.ndarray:
 def _single_channel(arr: np.ndarray, kind: str, path) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.int32) if kind == "labels" else arr
+    # NaN != 0 is True: checked before kind="binary", or a NaN mask becomes all foreground
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise _fail(path, "holds NaN or infinite values")
     if kind == "binary":
         return arr != 0
     if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise _fail(path, "holds NaN or infinite values")
         if not np.array_equal(arr, np.round(arr)):
             bad = arr[arr != np.round(arr)].flat[0]
             raise _fail(path, f"values must be whole numbers, got {bad} (use kind='binary')")
@@ -124,9 +127,9 @@ def interpret_mask(
     Raises
     ------
     ValueError
-        (:class:`ImageReadError` when ``path`` is given) for a colour mask without
+        (:class:`SeglocIOError` when ``path`` is given) for a colour mask without
         palette/channel, a colour missing from the palette, negative, fractional or
-        NaN values, or labels from a lossy file.
+        NaN values (whatever ``kind``), or labels from a lossy file.
 
     References
     ----------
@@ -185,6 +188,11 @@ def read_mask(
     kind: str = "auto",
     palette: Any = None,
     channel: int | None = None,
+    classes: int | None = None,
+    max_voxels: int | None = None,
+    max_bytes: int | None = None,
+    allow_truncated: bool = False,
+    untrusted: bool = False,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read a mask or label map: :func:`read_image`, then :func:`interpret_mask`.
 
@@ -199,6 +207,10 @@ def read_mask(
         Any file :func:`read_image` reads.
     kind, palette, channel
         See :func:`interpret_mask`.
+    classes : int, optional
+        Number of classes: every label must be in ``0..classes - 1``.
+    max_voxels, max_bytes, allow_truncated, untrusted
+        As for :func:`read_image`.
 
     Returns
     -------
@@ -207,6 +219,13 @@ def read_mask(
     meta : ImageMeta
         As from :func:`read_image`.
 
+    Raises
+    ------
+    SeglocIOError
+        Any error of :func:`read_image` (:class:`CorruptFile`,
+        :class:`ResourceLimitExceeded` ...), or mask values :func:`interpret_mask`
+        refuses, or labels outside ``0..classes - 1``; the message starts with the path.
+
     References
     ----------
     .. [1] Everingham et al., "The PASCAL Visual Object Classes (VOC) Challenge", IJCV 88,
@@ -214,7 +233,23 @@ def read_mask(
     """
     path = Path(path)
     check_choice(kind, ("auto", "binary", "labels"), name="kind")
-    arr, meta = _read(path, palette_indices=palette is None)
+    if classes is not None and (
+        isinstance(classes, bool) or not isinstance(classes, int) or classes < 1
+    ):
+        raise ValueError(f"classes must be an integer >= 1, got {classes!r}")
+    limits = default_limits(max_voxels, max_bytes)
+    if untrusted:
+        from segloc.io.sandbox import read_untrusted
+
+        arr, meta = read_untrusted(
+            path,
+            max_voxels=limits.max_voxels,
+            max_bytes=limits.max_bytes,
+            allow_truncated=allow_truncated,
+            palette_indices=palette is None,
+        )
+    else:
+        arr, meta = _read(path, _Options(limits, allow_truncated, palette_indices=palette is None))
     mask = interpret_mask(
         arr,
         kind=kind,
@@ -224,4 +259,11 @@ def read_mask(
         path=path,
         is_color=meta.is_colour,
     )
+    if classes is not None and mask.dtype != np.bool_ and mask.size and mask.max() >= classes:
+        bad = np.unique(mask[mask >= classes])
+        raise SeglocIOError(
+            f"{path}: mask labels must be in 0..{classes - 1}, got "
+            f"{', '.join(str(int(v)) for v in bad[:10])}{' ...' if bad.size > 10 else ''}",
+            path=path,
+        )
     return mask, meta

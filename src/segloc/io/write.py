@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from segloc._validation import atomic_path
+from segloc.io.errors import ImageReadError, UnsupportedFormat
 from segloc.io.formats import (
     _LPS_TO_RAS,
     _SUFFIXES,
     ImageMeta,
-    ImageReadError,
     _suffix,
 )
 
@@ -22,9 +22,10 @@ from segloc.io.formats import (
 def _write_format(path: Path) -> str:
     fmt = _SUFFIXES.get(_suffix(path))
     if fmt is None or fmt == "dicom" or _suffix(path) == ".nhdr":
-        raise ImageReadError(
-            f"{path}: cannot choose a format for writing from the suffix {_suffix(path)!r}; "
-            "use .png, .jpg, .bmp, .tif, .nii, .nii.gz or .nrrd"
+        raise UnsupportedFormat(
+            path,
+            f"cannot choose a format for writing from the suffix {_suffix(path)!r}; "
+            "use .png, .jpg, .bmp, .tif, .nii, .nii.gz or .nrrd",
         )
     return fmt
 

@@ -28,6 +28,7 @@ from segloc import io
 from segloc._validation import atomic_path, atomic_paths, check_not_inputs
 from segloc.coco import align_results, coco_results
 from segloc.detection_metrics import evaluate_detections
+from segloc.io.errors import CorruptFile, is_os_error
 from segloc.localize import DETECTORS
 from segloc.localize.annotations import read_box_truth
 
@@ -345,8 +346,10 @@ def read_detector_file(path: str | os.PathLike, kind: str) -> tuple[dict, dict[s
 
     Raises
     ------
-    ValueError
+    segloc.io.CorruptFile
         Not such a file (truncated, another format, another detector), naming ``path``.
+    OSError
+        A real system error (missing file, permission, I/O), as the system said it.
     """
     path = Path(path)
     try:
@@ -355,8 +358,10 @@ def read_detector_file(path: str | os.PathLike, kind: str) -> tuple[dict, dict[s
             meta = json.loads(str(z["meta"]))
             arrays = {k: z[k] for k in z.files if k != "meta"}
     except Exception as exc:  # zip, npy and JSON readers each fail their own way
+        if is_os_error(exc):
+            raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path}: not a saved {kind} ({first})") from None
+        raise CorruptFile(path, f"not a saved {kind} ({type(exc).__name__}: {first})") from None
     if not isinstance(meta, dict) or meta.pop("format", None) != f"segloc.{kind}/1":
-        raise ValueError(f"{path}: not a saved {kind}")
+        raise CorruptFile(path, f"not a saved {kind}")
     return meta, arrays

@@ -44,6 +44,7 @@ from sklearn.svm import LinearSVC
 from segloc._validation import as_float, check_image, check_int, check_positive
 from segloc.boxes import box_iou, check_boxes, nms
 from segloc.color import to_grey
+from segloc.io.errors import CorruptFile
 from segloc.localize.detect import Detections, read_detector_file, write_detector_file
 
 __all__ = [
@@ -913,26 +914,31 @@ class HogSvmDetector:
 
         Raises
         ------
-        ValueError
-            The file is not a saved HogSvmDetector (message starts with the path).
+        CorruptFile
+            (a ``ValueError``) The file is not a saved HogSvmDetector: another file, or one
+            cut short (message starts with the path).
+        OSError
+            The system's error: a missing file, permission, I/O.
         """
         meta, arrays = read_detector_file(path, "HogSvmDetector")
-        coef = arrays.get("coef")
-        if coef is None or "params" not in meta:
-            raise ValueError(f"{path}: not a saved HogSvmDetector (no weights)")
-        params = dict(meta["params"])
-        window = params.pop("window")
-        old = dict(meta.get("metadata", {}))
-        # files written before the detector owned its size and class name kept them here
-        params.setdefault("max_side", old.get("max_side"))
-        params.setdefault("classes", old.get("classes") or ["object"])
-        det = cls(tuple(window) if window is not None else None, **params)
-        det.window_ = det._check_window(meta["window_"])
-        det.coef_ = coef
-        det.intercept_ = float(meta["intercept"])
-        det.metadata_ = dict(meta.get("metadata", {}))
+        try:
+            coef = arrays["coef"]
+            params = dict(meta["params"])
+            window = params.pop("window")
+            old = dict(meta.get("metadata", {}))
+            # files written before the detector owned its size and class name kept them here
+            params.setdefault("max_side", old.get("max_side"))
+            params.setdefault("classes", old.get("classes") or ["object"])
+            det = cls(tuple(window) if window is not None else None, **params)
+            det.window_ = det._check_window(meta["window_"])
+            det.coef_ = coef
+            det.intercept_ = float(meta["intercept"])
+            det.metadata_ = old
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = f"not a saved HogSvmDetector ({type(exc).__name__}: {exc})"
+            raise CorruptFile(path, reason) from None
         bh, bw = det._window_blocks
         want = (bh, bw, det.block * det.block * det.orientations)
         if coef.shape != want:
-            raise ValueError(f"{path}: coef must have shape {want}, got {coef.shape}")
+            raise CorruptFile(path, f"coef must have shape {want}, got {coef.shape}")
         return det

@@ -54,6 +54,7 @@ from sklearn.svm import LinearSVC
 from segloc._validation import check_image, check_int, check_positive
 from segloc.boxes import batched_nms, box_iou, check_boxes
 from segloc.color import to_grey
+from segloc.io.errors import CorruptFile
 from segloc.localize.detect import Detections, read_detector_file, write_detector_file
 from segloc.localize.proposals import selective_search
 
@@ -647,24 +648,28 @@ class ProposalDetector:
 
         Raises
         ------
-        ValueError
-            The file is not a saved ProposalDetector (message starts with the path).
+        CorruptFile
+            (a ``ValueError``) The file is not a saved ProposalDetector: another file, or one
+            cut short (message starts with the path).
+        OSError
+            The system's error: a missing file, permission, I/O.
         """
         meta, arrays = read_detector_file(path, "ProposalDetector")
-        if "params" not in meta or "coef" not in arrays:
-            raise ValueError(f"{path}: not a saved ProposalDetector (no weights)")
-        det = cls(**meta["params"])
-        det.classes_ = list(meta["classes"])
-        det.coef_ = arrays["coef"]
-        det.intercept_ = arrays["intercept"]
-        det.reg_coef_ = arrays.get("reg_coef")
-        det.reg_intercept_ = arrays.get("reg_intercept")
-        det.metadata_ = meta.get("metadata", {})
-        if det.coef_.shape != (len(det.classes_), det.n_features):
-            raise ValueError(
-                f"{path}: coef must have shape {(len(det.classes_), det.n_features)}, "
-                f"got {det.coef_.shape}"
-            )
+        try:
+            det = cls(**meta["params"])
+            det.classes_ = list(meta["classes"])
+            det.coef_ = arrays["coef"]
+            det.intercept_ = arrays["intercept"]
+            det.reg_coef_ = arrays.get("reg_coef")
+            det.reg_intercept_ = arrays.get("reg_intercept")
+            det.metadata_ = meta.get("metadata", {})
+            want = (len(det.classes_), det.n_features)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFile(
+                path, f"not a saved ProposalDetector ({type(exc).__name__}: {exc})"
+            ) from None
+        if det.coef_.shape != want:
+            raise CorruptFile(path, f"coef must have shape {want}, got {det.coef_.shape}")
         return det
 
 
