@@ -83,25 +83,35 @@ def normalization_of(
             "'zscore' and 'minmax'"
         )
     chunks = tuple(chunks) if chunks is not None else _chunks_of(source)
-    n = mean = m2 = lo = hi = None
-    for _, sl in block_slices(source.shape, chunks):
-        x = predictor.channels_first(np.asarray(source[sl])).astype(np.float64)
-        flat = x.reshape(x.shape[0], -1)
-        bn, bmean = flat.shape[1], flat.mean(axis=1)
-        bm2 = ((flat - bmean[:, None]) ** 2).sum(axis=1)
-        blo, bhi = flat.min(axis=1), flat.max(axis=1)
-        if n is None:
-            n, mean, m2, lo, hi = bn, bmean, bm2, blo, bhi
-            continue
+    moments = [
+        block_moments(predictor, np.asarray(source[sl]))
+        for _, sl in block_slices(source.shape, chunks)
+    ]
+    return merge_moments(method, moments)
+
+
+def block_moments(predictor: Any, block: np.ndarray) -> tuple:
+    """``(n, mean, M2, min, max)`` per channel of one block (float64)."""
+    x = predictor.channels_first(block).astype(np.float64)
+    flat = x.reshape(x.shape[0], -1)
+    mean = flat.mean(axis=1)
+    m2 = ((flat - mean[:, None]) ** 2).sum(axis=1)
+    return flat.shape[1], mean, m2, flat.min(axis=1), flat.max(axis=1)
+
+
+def merge_moments(method: str, moments: Sequence[tuple]) -> Normalization:
+    """Merge :func:`block_moments` in the order given (block order: the same order gives
+    the same float rounding, wherever the blocks were computed)."""
+    n, mean, m2, lo, hi = moments[0]
+    for bn, bmean, bm2, blo, bhi in moments[1:]:
         delta = bmean - mean
         tot = n + bn
         mean = mean + delta * bn / tot
         m2 = m2 + bm2 + delta**2 * n * bn / tot
         n, lo, hi = tot, np.minimum(lo, blo), np.maximum(hi, bhi)
     if method == "minmax":
-        return Normalization(
-            tuple(lo), tuple(hi - lo), tuple(bool(h <= l) for l, h in zip(lo, hi, strict=True))
-        )
+        zero = tuple(bool(h <= l) for l, h in zip(lo, hi, strict=True))
+        return Normalization(tuple(lo), tuple(hi - lo), zero)
     std = np.sqrt(m2 / n)
     return Normalization(tuple(mean), tuple(np.maximum(std, 1e-8)), (False,) * len(mean))
 
@@ -127,9 +137,14 @@ class PredictionPlan:
 
 
 def plan_prediction(
-    predictor: Any, source: Any, chunks: Sequence[int] | None = None
+    predictor: Any,
+    source: Any,
+    chunks: Sequence[int] | None = None,
+    *,
+    norm: Normalization | None | str = "compute",
 ) -> PredictionPlan:
-    """Check that ``predictor`` can run block-wise on ``source`` and fix the plan."""
+    """Check that ``predictor`` can run block-wise on ``source`` and fix the plan
+    (``norm``: the normalisation when already reduced elsewhere, else computed here)."""
     if getattr(predictor, "valid_unet", False):
         raise ValueError(
             "block-wise prediction needs a 'same'-padding model, not a valid-padding U-Net"
@@ -143,7 +158,8 @@ def plan_prediction(
     grid = WindowGrid(shape, tuple(predictor.patch_size), float(predictor.overlap))
     dtype = "uint8" if predictor.num_classes <= 255 else "int32"
     return PredictionPlan(
-        shape, grid, normalization_of(predictor, source, chunks), dtype, predictor.binary,
+        shape, grid, normalization_of(predictor, source, chunks) if norm == "compute" else norm,
+        dtype, predictor.binary,
         predictor.num_classes,
     )  # fmt: skip
 
