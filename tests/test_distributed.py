@@ -181,3 +181,20 @@ def test_dask_labels_equal_scipy_whatever_the_task_order(client, tmp_path):
         stitched, out = label_image_dask(client, src, tmp_path / f"l{k}.zarr", chunks=chunks)
         assert stitched.count == n
         np.testing.assert_array_equal(open_chunked(out)[:], ref)
+
+
+def test_cli_predict_dask_local_cluster(models, tmp_path):
+    from segloc.cli import main
+
+    image = (np.random.default_rng(6).random((70, 60)) * 255).astype(np.uint8)
+    src = write_zarr(tmp_path / "big.zarr", image, (32, 32))
+    write_image(tmp_path / "cases" / "a.png", image[:40, :40])
+    model = models / "m2.safetensors"
+    argv = ["predict", str(src), str(tmp_path / "cases"), "--model", str(model), "-o",
+            str(tmp_path / "out"), "--dask", "local:1", "--chunks", "32", "32", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    pred = Predictor(model, device="cpu")
+    np.testing.assert_array_equal(
+        open_chunked(tmp_path / "out" / "big.zarr")[:], pred.predict_labels(image)
+    )
+    assert (tmp_path / "out" / "a.png").exists()

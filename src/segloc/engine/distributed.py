@@ -55,6 +55,7 @@ __all__ = [
     "connect",
     "label_image_dask",
     "predict_folder_dask",
+    "predict_dask",
     "predict_image_dask",
     "worker_predictor",
 ]
@@ -377,3 +378,49 @@ def label_image_dask(
          for idx, sl in blocks]
     )  # fmt: skip
     return stitched, writer.commit()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def predict_dask(
+    cluster: str | Any,
+    models: Sequence[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike],
+    outdir: str | os.PathLike,
+    *,
+    options: dict[str, Any] | None = None,
+    chunks: Sequence[int] | None = None,
+) -> list[Path]:
+    """What ``segloc predict --dask`` runs: Zarr stores (``.zarr``, ``.ome.zarr``) are
+    predicted by blocks into ``outdir/<name>.zarr``, every other input one case per task.
+
+    ``cluster`` is a ``distributed.Client`` or a :func:`connect` spec; a cluster started here
+    is closed here.
+    """
+    from segloc.io.chunked import is_chunked_path
+
+    if len(models) != 1:
+        raise ValueError("--dask runs one model, not an ensemble")
+    model = models[0]
+    own = isinstance(cluster, str)
+    client = connect(cluster) if own else cluster
+    try:
+        big = [Path(p) for p in inputs if is_chunked_path(p)]
+        rest = [p for p in inputs if not is_chunked_path(p)]
+        written: list[Path] = []
+        for path in big:
+            stem = path.name.split(".")[0]
+            out, _ = predict_image_dask(
+                client, model, path, Path(outdir) / f"{stem}.zarr", chunks=chunks, options=options
+            )
+            written.append(out)
+        if rest:
+            written += predict_folder_dask(client, model, rest, outdir, options=options)
+        return written
+    finally:
+        if own:
+            cluster_obj = getattr(client, "cluster", None)
+            client.close()
+            if cluster_obj is not None:
+                cluster_obj.close()
