@@ -64,8 +64,12 @@ def test_background_windows_are_reused_and_output_matches_monai(shape, patch):
 
 @pytest.mark.parametrize(
     "shape,patch,overlap",
-    [((2, 1, 90, 61), (32, 24), 0.5), ((1, 1, 20, 90), (32, 32), 0.25), ((1, 1, 30, 22, 19), (16, 16, 8), 0.5)],
-)  # fmt: skip
+    [
+        ((2, 1, 90, 61), (32, 24), 0.5),
+        ((1, 1, 20, 90), (32, 32), 0.25),
+        ((1, 1, 30, 22, 19), (16, 16, 8), 0.5),
+    ],
+)
 def test_labels_are_the_argmax_of_the_blended_probabilities(shape, patch, overlap):
     net = small_net(len(patch), k=4)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
