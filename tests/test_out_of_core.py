@@ -1,7 +1,7 @@
 """An image whose arrays do not fit the process's memory is predicted and thresholded anyway.
 
-A 16384 x 16384 image (256 MiB as uint8 on disk; the in-memory path would hold 1 GiB of
-float32 input, 2 GiB of class probabilities and 1 GiB of weights) is processed by a child
+An 8192 x 16384 image (128 MiB as uint8 on disk; the in-memory path would hold 0.5 GiB of
+float32 input, 1 GiB of class probabilities and 0.5 GiB of weights) is processed by a child
 process whose address space is limited with ``resource.setrlimit(RLIMIT_AS)``.
 
 Why the limit is "baseline + 1 GiB" and not 1 GiB: an idle ``import torch`` (with zarr and
@@ -31,7 +31,7 @@ from test_infer import make_ckpt
 
 pytestmark = pytest.mark.slow
 
-SIZE = 16384
+SHAPE = (8192, 16384)
 BUDGET = 1 << 30
 
 CHILD = textwrap.dedent(
@@ -50,7 +50,7 @@ CHILD = textwrap.dedent(
     limit = peak + int(budget)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:  # control: the in-memory path's float arrays cannot even be allocated
-        x = np.ones((2, 16384, 16384), np.float32)
+        x = np.ones((3, 8192, 16384), np.float32)  # probabilities + input
         control = "allocated"
     except MemoryError:
         control = "MemoryError"
@@ -65,9 +65,9 @@ CHILD = textwrap.dedent(
 
 def test_predict_and_threshold_an_image_larger_than_the_memory_limit(tmp_path):
     make_ckpt(tmp_path / "m.safetensors", normalize="zscore", patch_size=[512, 512])
-    w = ChunkedWriter(tmp_path / "in.zarr", (SIZE, SIZE), np.uint8, (2048, 2048))
+    w = ChunkedWriter(tmp_path / "in.zarr", SHAPE, np.uint8, (2048, 2048))
     rows = np.arange(2048)[:, None]
-    for _, sl in block_slices((SIZE, SIZE), (2048, 2048)):
+    for _, sl in block_slices(SHAPE, (2048, 2048)):
         r0, c0 = sl[0].start, sl[1].start
         w.array[sl] = (
             (np.sin((rows + r0) / 300.0) + np.cos((rows.T + c0) / 200.0)) * 60 + 128
@@ -83,7 +83,7 @@ def test_predict_and_threshold_an_image_larger_than_the_memory_limit(tmp_path):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["control"] == "MemoryError"
     assert report["maxrss"] < report["limit"]
-    assert report["windows"] == 32 * 32
+    assert report["windows"] == 16 * 32
     assert Path(tmp_path / "out.zarr").exists() and Path(tmp_path / "mask.zarr").exists()
     # the threshold is the whole image's: its histogram is exact (uint8), so check on a copy
     from segloc.classical.threshold import threshold_otsu
