@@ -20,7 +20,7 @@ $(PY):
 # (an unpinned torch would pull a multi-GB CUDA build). Override with `make TORCH=... test`.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,onnx,serve]"
+	$(PY) -m pip install --quiet -e ".[test,onnx,serve,scale]"
 	-$(PY) -m pip install --quiet --only-binary=:all: "atheris>=2.3"  # optional: see [fuzz]
 	touch $(STAMP)
 

@@ -212,7 +212,7 @@ def test_tta_rejects_axes_that_are_not_spatial(axes):
     [
         ({"overlap": 1.0}, "overlap"),
         ({"mode": "box"}, "mode"),
-        ({"output": "labels"}, "output"),
+        ({"output": "masks"}, "output"),
         ({"batch_size": 0}, "batch_size"),
     ],
 )

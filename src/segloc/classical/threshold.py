@@ -389,7 +389,11 @@ def threshold_otsu(image: Any, *, nbins: int = 256) -> float:
     """
     image = _check_grey(image)
     nbins = check_int(nbins, name="nbins", minimum=2)
-    hist = _histogram(image, nbins)
+    return _otsu(_histogram(image, nbins))
+
+
+def _otsu(hist: _Hist) -> float:
+    """Otsu's threshold of a histogram (:func:`threshold_otsu` after the histogram)."""
     if hist.counts.size == 1:
         return hist.center(0)
     counts = hist.counts
@@ -507,7 +511,11 @@ def threshold_multiotsu(image: Any, *, classes: int = 3, nbins: int = 256) -> np
     image = _check_grey(image)
     classes = check_int(classes, name="classes", minimum=2)
     nbins = check_int(nbins, name="nbins", minimum=2)
-    hist = _histogram(image, nbins)
+    return _multiotsu(_histogram(image, nbins), classes)
+
+
+def _multiotsu(hist: _Hist, classes: int) -> np.ndarray:
+    """Multi-Otsu thresholds of a histogram (:func:`threshold_multiotsu` after it)."""
     occupied = np.flatnonzero(hist.counts)
     if occupied.size < classes:
         raise ValueError(
@@ -654,7 +662,11 @@ def threshold_yen(image: Any, *, nbins: int = 256) -> float:
     """
     image = _check_grey(image)
     nbins = check_int(nbins, name="nbins", minimum=2)
-    hist = _histogram(image, nbins)
+    return _yen(_histogram(image, nbins))
+
+
+def _yen(hist: _Hist) -> float:
+    """Yen's threshold of a histogram (:func:`threshold_yen` after it)."""
     counts = hist.counts
     if counts.size == 1:
         return hist.center(0)
@@ -703,7 +715,11 @@ def threshold_triangle(image: Any, *, nbins: int = 256) -> float:
     """
     image = _check_grey(image)
     nbins = check_int(nbins, name="nbins", minimum=2)
-    hist = _histogram(image, nbins)
+    return _triangle(_histogram(image, nbins))
+
+
+def _triangle(hist: _Hist) -> float:
+    """The triangle method's threshold of a histogram (:func:`threshold_triangle` after it)."""
     counts = hist.counts
     n = counts.size
     if n == 1:

@@ -201,12 +201,35 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write boxes.json: connected components of the masks, COCO results style",
     )
+    p.add_argument(
+        "--dask",
+        metavar="CLUSTER",
+        help="run on a Dask cluster: local:N (N worker processes here) or tcp://HOST:8786; "
+        "folders one case per task, .zarr images by blocks (docs/scale.md)",
+    )
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        help="with --dask: output chunk (= task) shape of block-wise images",
+    )
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from segloc.engine.infer import load_predictor, predict_to_folder
 
+    if args.dask:
+        from segloc.engine.distributed import predict_dask
+
+        if args.probabilities or args.overlay or args.boxes:
+            raise UsageError("--dask writes masks only (no --probabilities, --overlay, --boxes)")
+        written = predict_dask(
+            args.dask, args.model, args.inputs, args.output,
+            options=predictor_options(args), chunks=args.chunks,
+        )  # fmt: skip
+        print(f"{len(written)} output(s) in {args.output} (Dask {args.dask})")
+        return 0
     predictor = load_predictor(args.model, **predictor_options(args))
     written = predict_to_folder(
         predictor,

@@ -444,9 +444,6 @@ def check_dataset(
         except ValueError as exc:  # ImageReadError included: report it, keep going
             report.problems.append(f"{name}: {exc}")
             continue
-        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-            report.problems.append(f"{name}: {image_path} holds NaN or infinite values")
-            continue
         report.n_cases += 1
         spatial = _channels_first(image, meta).shape
         dims[len(spatial) - 1] += 1
@@ -479,7 +476,7 @@ def _dataset_problems(report: DatasetReport, images: Path, dims: Counter) -> lis
     classes = sorted(report.class_voxels)
     if report.n_cases and classes == [0]:
         problems.append(f"{images}: every label is background: there is nothing to learn")
-    missing = sorted(set(range(max(classes, default=0) + 1)) - set(classes))
+    missing = sorted(set(range(max(classes) + 1)) - set(classes)) if classes else []
     if missing:
         problems.append(
             f"{images}: the labels hold classes {classes}; {missing} never appear "

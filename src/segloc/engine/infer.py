@@ -25,10 +25,9 @@ References
 
 from __future__ import annotations
 
-import itertools
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,18 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from segloc._validation import (
-    check_choice,
-    check_int,
-    check_not_inputs,
-    check_positive,
-    check_spacing,
-)
+from segloc._validation import check_choice, check_not_inputs, check_spacing
 from segloc.coco import detections_to_coco, write_coco_json
 from segloc.engine.preprocess import normalize, resample
 from segloc.engine.run import resolve_device
+from segloc.engine.windows import (
+    WindowStats,
+    flip_tta,
+    gaussian_importance,
+    sliding_window_inference,
+    window_predictor,
+    window_starts,
+)
 from segloc.instances import (
     detections_from_class_probability,
     detections_from_probability,
@@ -78,254 +79,6 @@ __all__ = [
 
 #: the largest window overlap Predictor takes: windows 1/16 of a patch apart per axis
 MAX_OVERLAP = 0.9375
-_FLOOR = 1e-3  # MONAI's floor for the importance map: border pixels still count a little
-
-
-def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
-    """Gaussian importance map of a window: 1 at the centre, ``sigma = patch * sigma_scale``.
-
-    Parameters
-    ----------
-    patch_size : sequence of int
-        Spatial window size (2D or 3D, any number of axes).
-    sigma_scale : float, default 0.125
-        Standard deviation per axis as a fraction of the patch size (nnU-Net: 1/8).
-
-    Returns
-    -------
-    float32 ndarray of shape ``patch_size``
-        Separable Gaussian centred at ``(patch - 1) / 2`` (symmetric, so flipping a window
-        leaves its weights unchanged), floored at 1e-3 of the peak so no pixel has weight 0,
-        divided by its maximum.
-
-    References
-    ----------
-    .. [1] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`.
-
-    Examples
-    --------
-    >>> w = gaussian_importance((5, 5))
-    >>> float(w[2, 2]), bool(w.min() > 0)
-    (1.0, True)
-    """
-    size = tuple(check_int(p, name="patch_size", minimum=1) for p in patch_size)
-    check_positive(sigma_scale, name="sigma_scale")
-    out = np.ones((), np.float64)
-    for p in size:
-        x = np.arange(p, dtype=np.float64) - (p - 1) / 2.0
-        g = np.exp(-(x**2) / (2.0 * (p * sigma_scale) ** 2))
-        out = np.multiply.outer(out, g)
-    # Floor before normalising, as MONAI, so the two maps differ by a constant factor only.
-    out = np.maximum(out, max(out.min(), _FLOOR))
-    return (out / out.max()).astype(np.float32)
-
-
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Start offsets of the windows along one axis (MONAI's placement).
-
-    Windows start every ``max(1, int(patch * (1 - overlap)))`` pixels until one reaches the
-    end; the last is moved back so it ends at the border. ``size <= patch`` gives ``[0]``.
-
-    Examples
-    --------
-    >>> window_starts(10, 4, 0.5)
-    [0, 2, 4, 6]
-    >>> window_starts(11, 4, 0.5)
-    [0, 2, 4, 6, 7]
-    """
-    if size <= patch:
-        return [0]
-    step = max(1, int(patch * (1 - overlap)))
-    starts = []
-    for i in itertools.count():
-        starts.append(min(i * step, size - patch))
-        if i * step + patch >= size:
-            return starts
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _flips(ndim: int, axes: Sequence[int] | None = None) -> list[tuple[int, ...]]:
-    """Every subset of the spatial ``axes`` (default all) as dims of a ``(B, C, *spatial)``
-    tensor, the identity first."""
-    if axes is None:
-        axes = range(ndim)
-    if any(isinstance(a, bool) or not 0 <= int(a) < ndim for a in axes):
-        raise ValueError(f"flip axes must be spatial axes in 0..{ndim - 1}, got {list(axes)}")
-    dims = sorted({2 + int(a) for a in axes})
-    return [c for r in range(len(dims) + 1) for c in itertools.combinations(dims, r)]
-
-
-def flip_tta(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    *,
-    softmax: bool = True,
-    axes: Sequence[int] | None = None,
-) -> torch.Tensor:
-    """Average of ``model`` over all flips of the spatial ``axes`` (default all: 2**ndim
-    passes), flipped back.
-
-    ``x`` is ``(N, C, *spatial)``; runs without gradients. ``axes`` counts spatial axes from
-    0; a model trained with mirrors along some axes only (labels drawn with an offset along
-    the others) should be averaged over those.
-
-    With ``softmax`` the class probabilities are averaged (nnU-Net's mirroring), otherwise the
-    raw outputs.
-    """
-    total = None
-    flips = _flips(x.ndim - 2, axes)
-    with torch.no_grad():
-        for dims in flips:
-            xi = torch.flip(x, dims) if dims else x
-            y = model(xi).float()
-            if softmax:
-                y = torch.softmax(y, dim=1)
-            y = torch.flip(y, dims) if dims else y
-            total = y if total is None else total + y
-    return total / len(flips)
-
-
-def sliding_window_inference(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
-    patch_size: Sequence[int],
-    *,
-    overlap: float = 0.5,
-    mode: str = "gaussian",
-    sigma_scale: float = 0.125,
-    batch_size: int = 4,
-    device: str | torch.device | None = None,
-    tta: bool = False,
-    progress: bool = False,
-    output: str = "logits",
-    tta_axes: Sequence[int] | None = None,
-) -> torch.Tensor:
-    """Predict a whole image window by window and blend the windows with importance weights.
-
-    Parameters
-    ----------
-    model : callable
-        ``(N, C, *patch_size)`` tensor -> ``(N, K, *patch_size)`` tensor (a network in eval
-        mode, or any function). Called without gradients.
-    image : Tensor, shape (B, C, *spatial)
-        2D (``B, C, H, W``) or 3D (``B, C, D, H, W``); any device, float.
-    patch_size : sequence of int
-        Window size, one per spatial axis. Axes smaller than the window are zero-padded.
-    overlap : float, default 0.5
-        Fraction of a window shared with the next one, in [0, 1).
-    mode : {"gaussian", "constant"}
-        Window weights: :func:`gaussian_importance` or uniform (plain averaging).
-    sigma_scale : float, default 0.125
-        Gaussian sigma as a fraction of the window (``"gaussian"`` only).
-    batch_size : int, default 4
-        Windows per call of ``model``.
-    device : str or torch.device, optional
-        Where ``model`` runs (windows are moved there); default the image's device. On CUDA
-        the model runs under ``torch.autocast`` (mixed precision).
-    tta : bool, default False
-        Average each window's prediction over all flips of its spatial axes
-        (:func:`flip_tta`); with ``output="logits"`` the logits are averaged.
-    tta_axes : sequence of int, optional
-        The spatial axes ``tta`` mirrors (default all).
-    progress : bool, default False
-        Show a tqdm bar over window batches.
-    output : {"logits", "probabilities"}
-        Blend raw outputs, or the soft-max of each window (class probabilities summing to 1).
-
-    Returns
-    -------
-    Tensor, shape (B, K, *spatial)
-        float32 on the CPU. Memory: one output array and one weight map of the image's size;
-        windows are cut, predicted and added in batches of ``batch_size``.
-
-    References
-    ----------
-    .. [1] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`.
-    .. [2] MONAI ``sliding_window_inference`` (same window placement and Gaussian).
-
-    Examples
-    --------
-    >>> net = torch.nn.Conv2d(1, 2, 3, padding=1)
-    >>> sliding_window_inference(net, torch.zeros(1, 1, 40, 50), (32, 32)).shape
-    torch.Size([1, 2, 40, 50])
-    """
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
-    if image.ndim not in (4, 5):
-        raise ValueError(f"image must be (B, C, H, W) or (B, C, D, H, W), got {tuple(image.shape)}")
-    ndim = image.ndim - 2
-    patch = tuple(check_int(p, name="patch_size", minimum=1) for p in patch_size)
-    if len(patch) != ndim:
-        raise ValueError(f"patch_size must have {ndim} values, got {tuple(patch_size)}")
-    if not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    check_choice(mode, ("gaussian", "constant"), name="mode")
-    check_choice(output, ("logits", "probabilities"), name="output")
-    check_int(batch_size, name="batch_size", minimum=1)
-    device = torch.device(device) if device is not None else image.device
-
-    size = tuple(int(s) for s in image.shape[2:])
-    # Symmetric zero padding up to the patch, as MONAI (extra pixel after).
-    before = [max(p - s, 0) // 2 for s, p in zip(size, patch, strict=True)]
-    padded = [s + max(p - s, 0) for s, p in zip(size, patch, strict=True)]
-    if padded != list(size):
-        pad: list[int] = []
-        for s, p, b in reversed(list(zip(size, patch, before, strict=True))):
-            extra = max(p - s, 0)
-            pad += [b, extra - b]
-        image = torch.nn.functional.pad(image, pad, mode="constant", value=0.0)
-
-    if mode == "gaussian":
-        weight = torch.from_numpy(gaussian_importance(patch, sigma_scale))
-    else:
-        weight = torch.ones(patch, dtype=torch.float32)
-    starts = [window_starts(s, p, overlap) for s, p in zip(padded, patch, strict=True)]
-    corners = list(itertools.product(*starts))
-    jobs = [(b, c) for b in range(image.shape[0]) for c in corners]
-    weight_sum = torch.zeros(padded, dtype=torch.float32)
-    for corner in corners:
-        weight_sum[_window(corner, patch)] += weight
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if device.type == "cuda":
-            with torch.autocast("cuda"):
-                return model(x)
-        return model(x)
-
-    def one_batch(x: torch.Tensor) -> torch.Tensor:
-        if tta:
-            return flip_tta(run, x, softmax=output == "probabilities", axes=tta_axes)
-        y = run(x).float()
-        return torch.softmax(y, dim=1) if output == "probabilities" else y
-
-    batches: Iterator[int] = iter(range(0, len(jobs), batch_size))
-    if progress:
-        from tqdm import tqdm
-
-        batches = iter(tqdm(list(batches), desc="windows", unit="batch", leave=False))
-    out = None
-    with torch.no_grad():
-        for k in batches:
-            chunk = jobs[k : k + batch_size]
-            x = torch.stack([image[(b, slice(None), *_window(c, patch))] for b, c in chunk])
-            y = one_batch(x.to(device, torch.float32)).to("cpu", torch.float32)
-            if tuple(y.shape[2:]) != patch or y.shape[0] != len(chunk):
-                raise ValueError(
-                    f"model must return (N, K, *patch) = ({len(chunk)}, K, "
-                    f"{', '.join(map(str, patch))}), got {tuple(y.shape)}"
-                )
-            if out is None:
-                out = torch.zeros((image.shape[0], y.shape[1], *padded), dtype=torch.float32)
-            for (b, c), yi in zip(chunk, y, strict=True):
-                out[(b, slice(None), *_window(c, patch))] += yi * weight
-    assert out is not None  # at least one window always exists
-    out /= weight_sum
-    crop = tuple(slice(b, b + s) for b, s in zip(before, size, strict=True))
-    return out[(slice(None), slice(None), *crop)]
-
-
-def _window(corner: Sequence[int], patch: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(a, a + p) for a, p in zip(corner, patch, strict=True))
 
 
 # --------------------------------------------------------------------------- predictor
@@ -368,11 +121,25 @@ class _Probabilities:
         lab = np.argmax(prob, axis=0)
         return lab.astype(bool) if self.binary else lab.astype(np.int32)
 
-    def predict_file(self, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, ImageMeta]:
-        """Read ``path`` and predict it: ``(labels, probabilities (K, *spatial), meta)``."""
+    def predict_labels(
+        self, image: np.ndarray, spacing: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """Label map of ``image`` (see :meth:`labels`); here from the full probabilities."""
+        return self.labels(self.predict(image, spacing=spacing))
+
+    def predict_file(
+        self, path: str | os.PathLike, *, probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, ImageMeta]:
+        """Read ``path`` and predict it: ``(labels, probabilities (K, *spatial), meta)``.
+
+        With ``probabilities=False`` the second item is None and the labels come from
+        :meth:`predict_labels` (no float array of the image's size per class).
+        """
         image, meta = read_image(path)
         spacing = meta.spacing if len(meta.spacing) == self.dims else None
         try:
+            if not probabilities:
+                return self.predict_labels(image, spacing=spacing), None, meta
             prob = self.predict(image, spacing=spacing)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
@@ -452,6 +219,8 @@ class Predictor(_Probabilities):
         self.mode, self.sigma_scale, self.progress = mode, sigma_scale, progress
         self.network: nn.Module = load_model(self.path, device=self.device)
         self.valid_unet = getattr(self.network, "padding", None) == "valid"
+        #: windows blended, computed and reused (constant background) over this predictor's life
+        self.stats = WindowStats()
         self._onnx = None
         if backend == "onnx":
             if self.valid_unet:
@@ -516,13 +285,43 @@ class Predictor(_Probabilities):
             Pixel spacing; with the checkpoint's ``target_spacing`` the image is resampled to
             it and the probabilities back. None: taken to be at the target spacing already.
         """
+        t, size, resampled = self._prepare(image, spacing)
+        if self.valid_unet:
+            prob = self._overlap_tile(t)
+        else:
+            prob = self._windows(t, "probabilities")
+        prob = prob.numpy()
+        if resampled:
+            prob = _zoom_to(prob, size)
+        return prob
+
+    def predict_labels(
+        self, image: np.ndarray, spacing: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """Label map of ``image``: bool for binary models, else int32 (:meth:`labels`).
+
+        Equal to ``labels(predict(image))``, but the arg-max is taken slab by slab as the
+        sliding window finishes them (no float array of the image's size per class), unless
+        the image is resampled or the model is a valid-padding U-Net.
+        """
+        t, size, resampled = self._prepare(image, spacing)
+        if resampled or self.valid_unet:
+            return super().predict_labels(image, spacing)
+        lab = self._windows(t, "labels").numpy()
+        return lab.astype(bool) if self.binary else lab.astype(np.int32)
+
+    def normalized(self, image: np.ndarray) -> np.ndarray:
+        """``(C, *spatial)`` float32: the image as the network sees it (before resampling)."""
         x = self.channels_first(image)
+        if self.normalize is None:
+            return x.astype(np.float32)
+        return normalize(x, self.normalize, channel_axis=0)
+
+    def _prepare(
+        self, image: np.ndarray, spacing: Sequence[float] | None
+    ) -> tuple[torch.Tensor, tuple[int, ...], bool]:
+        x = self.normalized(image)
         size = x.shape[1:]
-        x = (
-            normalize(x, self.normalize, channel_axis=0)
-            if self.normalize is not None
-            else x.astype(np.float32)
-        )
         resampled = False
         if self.target_spacing is not None and spacing is not None:
             spacing = check_spacing(spacing, self.dims)
@@ -530,27 +329,43 @@ class Predictor(_Probabilities):
                 x, _ = resample(x, spacing, self.target_spacing, order=1, channel_axis=0)
                 resampled = True
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-        if self.valid_unet:
-            prob = self._overlap_tile(t)
-        else:
-            prob = sliding_window_inference(
-                self._call,
-                t,
-                self.patch_size,
-                overlap=self.overlap,
-                mode=self.mode,
-                sigma_scale=self.sigma_scale,
-                batch_size=self.batch_size,
-                device=self.device if self._onnx is None else "cpu",
-                tta=self.tta,
-                tta_axes=self.tta_axes,
-                progress=self.progress,
-                output="probabilities",
-            )[0]
-        prob = prob.numpy()
-        if resampled:
-            prob = _zoom_to(prob, size)
-        return prob
+        return t, size, resampled
+
+    def window_options(self) -> dict[str, Any]:
+        """The keyword arguments this predictor gives :func:`blend_windows`."""
+        return {
+            "mode": self.mode,
+            "sigma_scale": self.sigma_scale,
+            "batch_size": self.batch_size,
+        }
+
+    def window_function(self, softmax: bool = True):
+        """``(N, C, *patch)`` -> ``(N, K, *patch)`` probabilities: the network (or its ONNX
+        session) with this predictor's device and TTA, as :func:`blend_windows` calls it."""
+        return window_predictor(
+            self._call,
+            device=self.device if self._onnx is None else "cpu",
+            tta=self.tta,
+            tta_axes=self.tta_axes,
+            softmax=softmax,
+        )
+
+    def _windows(self, t: torch.Tensor, output: str) -> torch.Tensor:
+        return sliding_window_inference(
+            self._call,
+            t,
+            self.patch_size,
+            overlap=self.overlap,
+            mode=self.mode,
+            sigma_scale=self.sigma_scale,
+            batch_size=self.batch_size,
+            device=self.device if self._onnx is None else "cpu",
+            tta=self.tta,
+            tta_axes=self.tta_axes,
+            progress=self.progress,
+            output=output,
+            stats=self.stats,
+        )[0]
 
     def _overlap_tile(self, t: torch.Tensor) -> torch.Tensor:
 
@@ -751,7 +566,8 @@ def predict_to_folder(
 
             items = tqdm(pairs, desc="predict", unit="file")
         for image_id, (path, stem) in enumerate(items):
-            labels, prob, meta = predictor.predict_file(path)
+            # without probabilities or boxes the labels are reduced slab by slab
+            labels, prob, meta = predictor.predict_file(path, probabilities=probabilities or boxes)
             rel = stem.with_name(stem.name + mask_suffix(path))
             write_mask(stage / rel, labels, meta=meta)
             written.append(rel)

@@ -1,0 +1,189 @@
+"""Sliding-window inference: segloc against MONAI, each run in its own process, one table.
+
+    python benchmarks/sliding_window.py [--small] [--cases 3d,2d] [--runs monai,segloc,...]
+                                        [--out benchmarks/results/sliding_window.md]
+
+Cases (issue 18): (a) the MNI152 volume of ../shared/data (197x233x189, z-scored), roi 96^3;
+(b) a 4096x4096 image (the ISBI 2012 slice 0 tiled 8x8), roi 256^2. Both: overlap 0.5,
+Gaussian weights (sigma 1/8), MONAI's BasicUNet(features=(16, 32, 64, 128, 256, 16)), 2
+classes, the same weights in every process (torch.manual_seed(0)), soft-max probabilities.
+``--small`` shrinks both (100^3 crop, roi 48^3; 1024^2, roi 128^2) to check the script runs.
+
+Runs (each a fresh process; wall time of the sliding window alone, the network built and
+warmed up before; peak RSS = the process's ru_maxrss at the end):
+
+- ``monai``: ``monai.inferers.sliding_window_inference``, 4 windows per call;
+- ``segloc``: ``segloc.engine.windows.sliding_window_inference``, the same network as is,
+  4 windows per call, probabilities (a full-size float buffer per class, as MONAI);
+- ``segloc-labels``: the same with ``output="labels"`` (arg-max per finished slab);
+- ``segloc-b1``: labels, one window per network call (a quarter of the activations);
+- ``segloc-onnx``: labels, one window per call through ONNX Runtime.
+
+The table gives wall time, peak RSS, the ratios to MONAI, the windows computed / reused
+(constant background), and the agreement: the largest probability difference to MONAI, or
+for label runs the share of voxels whose label equals MONAI's arg-max. Run it on an
+otherwise idle machine; on a busy one the times mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("SEGLOC_DATA", HERE.parents[0].parent / "shared" / "data"))
+RUNS = ("monai", "segloc", "segloc-labels", "segloc-b1", "segloc-onnx")
+FEATURES = (16, 32, 64, 128, 256, 16)
+
+
+def _input(case: str, small: bool) -> tuple[np.ndarray, tuple[int, ...]]:
+    from segloc.engine.preprocess import normalize
+    from segloc.io import read_image
+
+    if case == "3d":
+        path = next((DATA / "mni152" / "images").iterdir())
+        vol, _ = read_image(path)
+        if small:
+            vol = vol[50:150, 60:160, 40:140]
+        return normalize(vol, "zscore"), (48,) * 3 if small else (96,) * 3
+    img, _ = read_image(sorted((DATA / "isbi2012" / "images").iterdir())[0])
+    reps = 2 if small else 8
+    return normalize(np.tile(img, (reps, reps)), "zscore"), (128,) * 2 if small else (256,) * 2
+
+
+def child(case: str, run: str, small: bool, out: str) -> None:
+    import resource
+
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    x, roi = _input(case, small)
+    dims = len(roi)
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=dims, in_channels=1, out_channels=2, features=FEATURES).eval()
+    t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
+    stats = None
+    with torch.no_grad():
+        net(torch.zeros(1, 1, *roi))  # warm-up: first-call allocations are not timed
+        start = time.perf_counter()
+        if run == "monai":
+            from monai.inferers import sliding_window_inference
+
+            y = sliding_window_inference(
+                t, roi, 4, lambda w: torch.softmax(net(w), 1), overlap=0.5, mode="gaussian",
+                sigma_scale=0.125,
+            )[0].numpy()  # fmt: skip
+        else:
+            from segloc.engine.windows import WindowStats, sliding_window_inference
+
+            stats = WindowStats()
+            model = net
+            if run == "segloc-onnx":
+                model = _onnx(net, roi)
+            batch = 1 if run in ("segloc-b1", "segloc-onnx") else 4
+            output = "probabilities" if run == "segloc" else "labels"
+            y = sliding_window_inference(
+                model,
+                t,
+                roi,
+                overlap=0.5,
+                mode="gaussian",
+                batch_size=batch,
+                output=output,
+                stats=stats,
+            )[0].numpy()
+        wall = time.perf_counter() - start
+    np.save(out, y)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    counts = {"computed": stats.computed, "reused": stats.reused} if stats else {}
+    print(json.dumps({"wall_s": wall, "peak_MiB": rss, **counts}))
+
+
+def _onnx(net, roi):
+    import io
+
+    import onnxruntime as ort
+    import torch
+
+    buf = io.BytesIO()
+    torch.onnx.export(net, torch.zeros(1, 1, *roi), buf, dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    return lambda w: torch.from_numpy(session.run(None, {"x": w.numpy()})[0])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--small", action="store_true")
+    p.add_argument("--cases", default="3d,2d")
+    p.add_argument("--runs", default=",".join(RUNS))
+    p.add_argument("--out")
+    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.small, args.child[2])
+        return 0
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="segloc-bench-"))
+    for case in args.cases.split(","):
+        ref = None
+        for run in args.runs.split(","):
+            out = tmp / f"{case}-{run}.npy"
+            cmd = [sys.executable, __file__, "--child", case, run, str(out)] + (
+                ["--small"] if args.small else []
+            )
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                return 1
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            y = np.load(out)
+            if run == "monai":
+                ref, agree = y, "reference"
+            elif y.ndim == ref.ndim:
+                agree = f"max |dp| {np.abs(y - ref).max():.1e}"
+            else:
+                agree = f"labels = MONAI argmax on {100 * np.mean(y == ref.argmax(0)):.4f}%"
+            mon = next((q for q in rows if q["case"] == case and q["run"] == "monai"), None)
+            rows.append({
+                "case": case, "run": run, **r, "agree": agree,
+                "speed_x": (mon["wall_s"] / r["wall_s"]) if mon else 1.0,
+                "memory_x": (r["peak_MiB"] / mon["peak_MiB"]) if mon else 1.0,
+            })  # fmt: skip
+            print(rows[-1], flush=True)
+    head = (
+        "| case | run | wall s | peak RSS MiB | MONAI time / this | this RSS / MONAI "
+        "| computed | reused | agreement |"
+    )
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['run']} | {r['wall_s']:.1f} | {r['peak_MiB']:.0f} "
+            f"| {r['speed_x']:.2f} | {r['memory_x']:.2f} | {r.get('computed', '')} "
+            f"| {r.get('reused', '')} | {r['agree']} |"
+        )
+    header = (
+        f"`python benchmarks/sliding_window.py{' --small' if args.small else ''}`; "
+        f"{time.strftime('%Y-%m-%dT%H:%M')}; "
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+    )
+    text = header + "\n\n" + "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
