@@ -37,7 +37,7 @@ from test_infer import make_ckpt  # noqa: E402
 def client():
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, memory_limit="1GiB",
+        dashboard_address="127.0.0.1:0", memory_limit="1GiB",
     )  # fmt: skip
     with distributed.Client(cluster) as c:
         yield c

@@ -178,7 +178,7 @@ def test_dicom_series_is_refused_before_any_slice_is_decoded(tmp_path, monkeypat
 
     _build_series(tmp_path / "ct", AXIAL)
     decoded = []
-    monkeypatch.setattr(io.read, "_dicom_pixels", lambda *a: decoded.append(a) or 1 / 0)
+    monkeypatch.setattr(io.dicom, "_dicom_pixels", lambda *a: decoded.append(a) or 1 / 0)
     with pytest.raises(ResourceLimitExceeded, match="5x6 x 4 slices"):
         io.read_image(tmp_path / "ct", max_voxels=5 * 6 * 4 - 1)
     assert decoded == []
@@ -572,8 +572,8 @@ def test_nifti_big_endian_and_nifti2_equal_nibabel(tmp_path):
 def test_nrrd_type_table_agrees_with_pynrrd():
     from nrrd.reader import _TYPEMAP_NRRD2NUMPY
 
-    assert set(io.read._NRRD_ITEMSIZE) == set(_TYPEMAP_NRRD2NUMPY) - {"block"}
-    for name, size in io.read._NRRD_ITEMSIZE.items():
+    assert set(io.nrrd._NRRD_ITEMSIZE) == set(_TYPEMAP_NRRD2NUMPY) - {"block"}
+    for name, size in io.nrrd._NRRD_ITEMSIZE.items():
         assert np.dtype(_TYPEMAP_NRRD2NUMPY[name]).itemsize == size, name
 
 
@@ -676,7 +676,7 @@ def test_rgba_is_four_channels_in_every_reader(tmp_path):
         arr, meta = io.read_image(tmp_path / name)
         assert arr.shape == (8, 9, 4) and meta.header["channels"] == 4, name
     # premultiplied alpha (Pillow mode RGBa) keeps its alpha as a 4th channel
-    arr, header = io.read._pillow_to_array(
+    arr, header = io.pillow._pillow_to_array(
         Image.fromarray(a, "RGBA").convert("RGBa"), palette_indices=False
     )
     assert arr.shape == (8, 9, 4) and header["channels"] == 4

@@ -78,7 +78,7 @@ def connect(spec: str, *, memory_limit: str | int = "auto"):
             raise ValueError(f"--dask local:N needs N >= 1, got {n}")
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-            memory_limit=memory_limit, dashboard_address=None,
+            memory_limit=memory_limit, dashboard_address="127.0.0.1:0",
         )  # fmt: skip
         return Client(cluster)
     if spec.startswith("tcp://"):
