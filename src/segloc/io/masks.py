@@ -13,7 +13,7 @@ import numpy as np
 from segloc._validation import check_choice
 from segloc.io.errors import SeglocIOError
 from segloc.io.formats import _LOSSY, ImageMeta, _fail
-from segloc.io.limits import default_limits
+from segloc.io.limits import default_limits, default_untrusted
 from segloc.io.read import _Options, _read
 
 
@@ -192,7 +192,7 @@ def read_mask(
     max_voxels: int | None = None,
     max_bytes: int | None = None,
     allow_truncated: bool = False,
-    untrusted: bool = False,
+    untrusted: bool | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read a mask or label map: :func:`read_image`, then :func:`interpret_mask`.
 
@@ -238,7 +238,7 @@ def read_mask(
     ):
         raise ValueError(f"classes must be an integer >= 1, got {classes!r}")
     limits = default_limits(max_voxels, max_bytes)
-    if untrusted:
+    if default_untrusted(untrusted):
         from segloc.io.sandbox import read_untrusted
 
         arr, meta = read_untrusted(

@@ -41,7 +41,7 @@ from segloc.io.formats import (
     _library_error,
     _magic,
 )
-from segloc.io.limits import default_limits
+from segloc.io.limits import default_limits, default_untrusted
 from segloc.io.nifti import _read_nifti
 from segloc.io.nrrd import _read_nrrd
 from segloc.io.pillow import _TRUNCATION, _pillow_plugin, _read_pillow
@@ -58,7 +58,7 @@ def read_image(
     max_bytes: int | None = None,
     allow_truncated: bool = False,
     nonfinite: str = "raise",
-    untrusted: bool = False,
+    untrusted: bool | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read a 2D image, a volume or a DICOM series.
 
@@ -90,7 +90,8 @@ def read_image(
         Decode in a child process under a time and memory limit
         (:func:`segloc.io.read_untrusted`), so that a native decoder crashing or hanging
         on a hostile file cannot take the caller down; a crash or a timeout is a
-        :class:`CorruptFile`.
+        :class:`CorruptFile`. Default: the process default
+        (:func:`segloc.io.set_default_untrusted`; False unless changed).
 
     Returns
     -------
@@ -135,7 +136,7 @@ def read_image(
     """
     check_choice(nonfinite, NONFINITE_POLICIES, name="nonfinite")
     limits = default_limits(max_voxels, max_bytes)
-    if untrusted:
+    if default_untrusted(untrusted):
         from segloc.io.sandbox import read_untrusted
 
         image, meta = read_untrusted(
