@@ -123,7 +123,7 @@ def _truncated(
     if not opts.allow_truncated:
         raise CorruptFile(
             path,
-            f"cannot read: truncated, {amount} (allow_truncated=True reads the rest as zeros)",
+            f"cannot read: truncated, {amount} (read with allow_truncated, the rest is zeros)",
         )
     note = {"needed": needed, "present": int(present), "unit": what}
     if reason:

@@ -19,7 +19,7 @@ is where the native decoders run; the whole reads of :func:`check_files` go thro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,13 +108,15 @@ def inspect(
 def check_files(
     paths: Iterable[str | os.PathLike],
     *,
+    check: Callable[[Header], None] | None = None,
     masks: bool = False,
     kind: str = "auto",
-    read_below: int = FULL_CHECK_BYTES,
+    read_below: int | None = None,
 ) -> list[Header]:
     """Check every file a job will read before the job starts; the first bad one raises.
 
-    Every header is checked (:func:`inspect`); then, when the arrays together take at most
+    Every header is checked (:func:`inspect`, then ``check``: what the job needs of it, a
+    2D image, a model's channels ...); then, when the arrays together take at most
     ``read_below`` bytes, every file is read whole (:func:`segloc.io.read_image`, or
     :func:`segloc.io.read_mask` with ``kind`` for ``masks``) and the arrays dropped: NaN
     values, data cut short inside a compressed stream and mask values are found only so.
@@ -124,12 +126,16 @@ def check_files(
     Parameters
     ----------
     paths : iterable of path-like
+    check : callable, optional
+        ``check(header)`` raises ``ValueError`` (naming ``header.path``) for a file the job
+        cannot use; called for every file before any is read whole.
     masks : bool, optional
         The files are masks or label maps.
     kind : {"auto", "binary", "labels"}, optional
         How masks are read (:func:`segloc.io.read_mask`).
     read_below : int, optional
-        Bytes below which the files are read whole; 0: headers only.
+        Bytes below which the files are read whole (default :data:`FULL_CHECK_BYTES`);
+        0: headers only.
 
     Returns
     -------
@@ -143,7 +149,9 @@ def check_files(
     """
     files = [Path(p) for p in paths]
     headers = [inspect(p) for p in files]
-    if sum(h.nbytes for h in headers) <= read_below:
+    for header in headers if check is not None else []:
+        check(header)
+    if sum(h.nbytes for h in headers) <= (FULL_CHECK_BYTES if read_below is None else read_below):
         for path in files:
             if masks:
                 read_mask(path, kind=kind)

@@ -64,7 +64,11 @@ def _single_channel(arr: np.ndarray, kind: str, path) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.array_equal(arr, np.round(arr)):
             bad = arr[arr != np.round(arr)].flat[0]
-            raise _fail(path, f"values must be whole numbers, got {bad} (use kind='binary')")
+            raise _fail(
+                path,
+                f"values must be whole numbers, got {bad} (read as binary, every nonzero "
+                "pixel is foreground: --kind binary / kind='binary')",
+            )
     elif not np.issubdtype(arr.dtype, np.integer):
         raise _fail(path, f"dtype must be numeric, got {arr.dtype}")
     values = np.unique(arr)
@@ -165,8 +169,9 @@ def interpret_mask(
             colour = tuple(int(v) for v in arr[..., :3].reshape(-1, 3)[0])
             raise _fail(
                 path,
-                f"is in colour (shape {arr.shape}, first colour {colour}); "
-                "pass palette= (colour -> label) or channel=",
+                f"is in colour (shape {arr.shape}, first colour {colour}); save it as a grey "
+                "label map, or read it with a palette (colour -> label) or one channel "
+                "(palette= / channel=)",
             )
     elif palette is not None or channel is not None:
         raise ValueError(f"palette and channel apply to colour masks, got shape {arr.shape}")

@@ -162,9 +162,9 @@ def _nonfinite(image: np.ndarray, meta: ImageMeta, policy: str) -> np.ndarray:
         return image
     if policy == "raise":
         raise SeglocIOError(
-            f"{meta.path}: holds {count:,} NaN or infinite values; pass nonfinite='fill' to "
-            "replace them (NaN and -inf by the minimum, +inf by the maximum finite value) "
-            "or nonfinite='keep'",
+            f"{meta.path}: holds {count:,} NaN or infinite values; replace them in the file, "
+            "or read it with nonfinite 'fill' (NaN and -inf become the minimum, +inf the "
+            "maximum finite value) or 'keep'",
             path=meta.path,
         )
     finite = image[~bad]
