@@ -100,11 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(args, _first_line(exc))
         return 1
     except OSError as exc:
-        if is_os_error(exc):  # the system refused: the path and what it said
-            _error(args, _os_message(exc))
-            return 1
-        _error(args, _os_message(exc))  # raised by segloc for a missing input: bad input
-        return 2
+        _error(args, _os_message(exc))
+        # the system refused (an errno): 1; segloc's own "no such file" for an input: 2
+        return 1 if is_os_error(exc) else 2
     except ValueError as exc:  # bad input: the message names the file
         _error(args, _first_line(exc))
         return 2

@@ -14,6 +14,9 @@ from segloc import io
 #: "-5m" (a duration), "-1e-3"; its own rule knows only "-5" and "-.5"
 NEGATIVE_NUMBER = re.compile(r"^-\.?\d[\w.,:+-]*$")
 
+#: the largest coordinate a point may have: beyond it no image has an index (int32)
+MAX_COORDINATE = 2**31
+
 COORDS_HELP = (
     "Coordinates: points are x,y[,z] = column,row[,slice] (what image viewers show); "
     "the Python API takes array indices (row, col[, slice])."
@@ -40,6 +43,11 @@ def parse_point(text: str) -> tuple[int, ...]:
         ) from None
     if len(values) not in (2, 3):
         raise argparse.ArgumentTypeError(f"point must be x,y or x,y,z, got {text!r}")
+    if any(abs(v) > MAX_COORDINATE for v in values):
+        # no image has an index this large (int32 indices); a 300-digit number helps nobody
+        raise argparse.ArgumentTypeError(
+            f"point coordinates must be within +-2**31, got {text[:40]!r}"
+        )
     x, y, *z = values
     return (y, x, *z)
 
