@@ -100,11 +100,13 @@ def test_a_dead_data_worker_is_exit_1(images, capsys, monkeypatch):
     assert len(err.splitlines()) == 1
 
 
-def test_bad_input_stays_exit_2(images, capsys):
+def test_a_missing_input_is_bad_input_exit_2(images, capsys):
     code, _, err = run(
         capsys, "segment", images / "missing.png", "--method", "otsu", "-o", images / "o.png"
     )
     assert code == 2 and "missing.png: no such file or directory" in err
+    code, _, err = run(capsys, "train", "--config", images / "missing.yaml")
+    assert code == 2 and "missing.yaml: no such file (the training config)" in err
 
 
 # --------------------------------------------------------------------------- --max-voxels
