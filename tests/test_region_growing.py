@@ -697,7 +697,7 @@ def test_seed_arrays_and_colour_hint():
         region_grow(image, [(1, 1), (3, 4)], tolerance=2.0),
     )
     rgb = np.zeros((5, 6, 3), np.uint8)
-    with pytest.raises(ValueError, match="pass channel_axis=-1"):
+    with pytest.raises(ValueError, match="a colour image needs channel_axis=-1"):
         region_grow(rgb, [(1, 1)], tolerance=1.0)
     with pytest.raises(ValueError, match="convert a colour image to grey"):
         seeded_region_growing(rgb, [(1, 1)])

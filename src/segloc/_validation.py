@@ -7,6 +7,7 @@ Errors follow one pattern: the parameter's name, what was expected, what came
 from __future__ import annotations
 
 import contextlib
+import errno
 import numbers
 import os
 import secrets
@@ -168,9 +169,22 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         if keep_mode is not None:
             os.chmod(tmp_path, keep_mode)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        _name_the_target(exc, path, [tmp_path])
         raise
+
+
+def _name_the_target(exc: BaseException, target: Path, temps: Sequence[Path]) -> None:
+    """A system error while writing (disk full, I/O error) names the file being written.
+
+    ``write()`` on a full disk raises ``OSError(ENOSPC)`` without a file name, and one
+    raised on the temporary file names that hidden name: both become the target's.
+    """
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return
+    if exc.filename is None or str(exc.filename) in {str(t) for t in temps}:
+        exc.filename = str(target)
 
 
 @contextmanager
@@ -198,13 +212,46 @@ def atomic_paths(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
         yield list(temps)
         for tmp, path in zip(temps, targets, strict=True):
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
         for folder in sorted(made, key=lambda d: len(d.parts), reverse=True):
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        if targets:  # which of the files failed is not known: name their folder
+            folder = os.path.commonpath([t.resolve().parent for t in targets])
+            _name_the_target(exc, Path(folder), temps)
         raise
+
+
+@contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """A ``ValueError`` raised inside names ``path``, the file being worked on, unless its
+    message already names a file (``"image must be 2D or 3D, got shape (8, 8, 8, 2)"``
+    becomes ``"v.nii.gz: image must be 2D or 3D, ..."``)."""
+    try:
+        yield
+    except ValueError as err:
+        if str(path) in str(err) or getattr(err, "path", None) is not None:
+            raise
+        raise ValueError(f"{path}: {err}") from None
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, an output folder the system would not let us create or
+    write: a file in its place or in the way (``NotADirectoryError``), a parent we may not
+    write (``PermissionError``). The error is the system's own kind, naming ``path``;
+    nothing is created.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+    return path
 
 
 def check_not_inputs(

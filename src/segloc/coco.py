@@ -16,6 +16,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from segloc._validation import atomic_path, check_int, check_labels
+from segloc._validation import atomic_path, check_int, check_labels, naming
 from segloc.boxes import check_box
 from segloc.instances import instance_boxes, mask_to_boxes
 from segloc.io.errors import CorruptFile
@@ -844,7 +845,8 @@ def align_results(pred: Any, truth: Mapping, *, name: str = "predictions") -> li
 
 def objects_document(labels: Any, *, connectivity: int = 1, source: str = "") -> dict:
     """A JSON-ready description of the objects of a mask: one box per connected object of
-    each class (:func:`mask_to_boxes`), with its COCO ``bbox`` in 2D.
+    each class (:func:`mask_to_boxes`), with its COCO ``bbox`` in 2D. Errors name ``source``
+    (the mask's file) when given.
 
     Examples
     --------
@@ -853,8 +855,9 @@ def objects_document(labels: Any, *, connectivity: int = 1, source: str = "") ->
     ([1.0, 0.0, 2.0, 1.0], 'xyxy')
     """
 
-    arr = check_labels(labels, ndim=(2, 3))
-    objects = mask_to_boxes(arr, connectivity=connectivity)
+    with naming(source) if source else contextlib.nullcontext():
+        arr = check_labels(labels, ndim=(2, 3))
+        objects = mask_to_boxes(arr, connectivity=connectivity)
     return {
         "image": source,
         "shape": list(arr.shape),

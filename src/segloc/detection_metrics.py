@@ -53,6 +53,7 @@ __all__ = [
     "IOU_THRESHOLDS",
     "RECALL_POINTS",
     "AREA_RANGES",
+    "check_detection_truth",
     "evaluate_detections",
     "average_precision_at",
     "matched_f1",
@@ -248,6 +249,34 @@ def _summary(precision: np.ndarray, recall: np.ndarray, max_dets: tuple[int, ...
     return out
 
 
+def check_detection_truth(
+    truth: Mapping, *, iou_type: str = "bbox", name: str | None = "truth"
+) -> Mapping:
+    """Refuse a truth :func:`evaluate_detections` cannot score: not a COCO dataset
+    (:func:`segloc.coco.check_coco_dataset`), or annotations without ``image_id``,
+    ``category_id``, ``area`` and their ``bbox`` / ``segmentation``.
+
+    ``name`` starts the messages (a file name; None: no prefix). Returns ``truth``.
+    """
+    check_choice(iou_type, ("bbox", "segm"), name="iou_type")
+    prefix = f"{name} " if name else ""
+    if not isinstance(truth, Mapping):
+        raise ValueError(f"{prefix}must be a COCO dataset (a dict), got {type(truth).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in truth:
+            raise ValueError(
+                f"{prefix}must have keys images, annotations, categories, got no {key}"
+            )
+    geom = "bbox" if iou_type == "bbox" else "segmentation"
+    check_coco_dataset(truth, name=name, geometry=None)
+    for k, ann in enumerate(truth["annotations"]):
+        for key in ("image_id", "category_id", "area", geom):
+            if key not in ann:
+                raise ValueError(f"{prefix}annotations[{k}] must have {key!r}, got none")
+    check_coco_dataset(truth, name=name, geometry=iou_type)
+    return truth
+
+
 def evaluate_detections(
     truth: Mapping,
     results: Sequence[Mapping],
@@ -307,16 +336,7 @@ def evaluate_detections(
     """
     check_choice(iou_type, ("bbox", "segm"), name="iou_type")
     max_dets = _check_max_dets(max_dets)
-    for key in ("images", "annotations", "categories"):
-        if key not in truth:
-            raise ValueError(f"truth must have keys images, annotations, categories, got no {key}")
-    geom = "bbox" if iou_type == "bbox" else "segmentation"
-    check_coco_dataset(truth, name="truth", geometry=None)
-    for k, ann in enumerate(truth["annotations"]):
-        for key in ("image_id", "category_id", "area", geom):
-            if key not in ann:
-                raise ValueError(f"truth annotations[{k}] must have {key!r}, got none")
-    check_coco_dataset(truth, name="truth", geometry=iou_type)
+    check_detection_truth(truth, iou_type=iou_type)
     results = check_coco_results(results, truth, name=None, geometry=iou_type)
     img_ids = sorted(int(im["id"]) for im in truth["images"])
     cat_ids = sorted(int(c["id"]) for c in truth["categories"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from segloc import io, metrics
-from segloc._validation import atomic_path, check_choice
+from segloc._validation import atomic_path, check_choice, check_output_folder, naming
 from segloc.classical import METHODS, check_unattended, segment_unattended
 from segloc.color import to_grey
-from segloc.engine.data import find_cases, load_case
+from segloc.engine.data import check_cases, check_label_values, find_cases, load_case
 from segloc.viz import comparison_panel
 
 #: per-class scores computed for every case
@@ -243,10 +243,15 @@ def load_split(run: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def select_cases(
-    data: str | os.PathLike, *, run: str | os.PathLike | None = None, split: str = "all"
+    data: str | os.PathLike,
+    *,
+    run: str | os.PathLike | None = None,
+    split: str = "all",
+    **layout: Any,
 ) -> list:
-    """The cases of dataset folder ``data`` (:func:`segloc.engine.data.find_cases`), all or
-    those of one part (``"train"``/``"val"``) of ``run``'s ``split.json``.
+    """The cases of dataset folder ``data`` (:func:`segloc.engine.data.find_cases`, which
+    takes ``layout``: ``image_dir``, ``label_dir``, ``label_suffix``), all or those of one
+    part (``"train"``/``"val"``) of ``run``'s ``split.json``.
 
     Raises
     ------
@@ -255,7 +260,7 @@ def select_cases(
     """
 
     check_choice(split, ("all", "train", "val"), name="split")
-    cases = find_cases(data)
+    cases = find_cases(data, **layout)
     if split == "all":
         return cases
     if run is None:
@@ -339,22 +344,26 @@ def score_cases(
         items = tqdm(cases, desc="evaluate", unit="case")
     for case in items:
         image_cf, truth, meta = load_case(case, label_mapping=label_mapping)
+        if num_classes is not None:
+            check_label_values(case.label, truth, num_classes, ignore_index)
         image = _as_read(image_cf, meta)
-        pred = np.asarray(segmenter(image, meta))
+        with naming(case.image):
+            pred = np.asarray(segmenter(image, meta))
         if pred.shape != truth.shape:
             raise ValueError(
                 f"{case.image}: prediction shape {pred.shape} differs from the truth {truth.shape}"
             )
         spacing = meta.spacing if len(meta.spacing) == truth.ndim else None
-        row = evaluate_case(
-            pred,
-            truth,
-            num_classes=num_classes,
-            ignore_index=ignore_index,
-            spacing=spacing,
-            empty=empty,
-            surface=surface,
-        )
+        with naming(f"{case.image} against {case.label}"):
+            row = evaluate_case(
+                pred,
+                truth,
+                num_classes=num_classes,
+                ignore_index=ignore_index,
+                spacing=spacing,
+                empty=empty,
+                surface=surface,
+            )
         result.rows.append({"case": case.name, **row})
         dice = row["dice"]
         if math.isfinite(dice):
@@ -463,11 +472,17 @@ def evaluate_model(
     empty: str = "nan",
     surface: bool = True,
     progress: bool = False,
+    layout: Mapping[str, Any] | None = None,
     **predictor_options: Any,
 ) -> tuple[Evaluation, list[TrainedOn]]:
     """Predict every case of a dataset with a model (the mean of several: an ensemble),
     score it, and write ``per_case.csv``, ``per_case.json`` and ``best.png`` / ``worst.png``
     panels (image | truth | prediction, Dice in the title) into ``out``.
+
+    Before the first prediction, ``out`` is checked
+    (:func:`segloc._validation.check_output_folder`) and so is every case
+    (:func:`segloc.engine.data.check_cases`: image and label headers, the model's dimensions
+    and channels, and, when the dataset is small, the values and classes of every label).
 
     Parameters
     ----------
@@ -479,6 +494,9 @@ def evaluate_model(
         The cases of one part of the first run's ``split.json``.
     empty, surface, progress :
         As in :func:`score_cases`.
+    layout : mapping, optional
+        ``image_dir``, ``label_dir``, ``label_suffix`` of the dataset folder
+        (:func:`segloc.engine.data.find_cases`).
     **predictor_options
         ``device``, ``overlap``, ``batch_size``, ``tta``... of the predictors.
 
@@ -491,11 +509,19 @@ def evaluate_model(
     # torch: only when a model is scored (scoring files needs none)
     from segloc.engine.infer import load_predictor
 
+    out = check_output_folder(out)  # before any work, not after all of it
     runs = [run_folder(m) for m in models]
     # several models: the first one's split.json picks the cases; each notes its own
-    cases = select_cases(data, run=runs[0], split=split)
+    cases = select_cases(data, run=runs[0], split=split, **(layout or {}))
     notes = _trained_notes(cases, runs)
     predictor = load_predictor(list(models), **predictor_options)
+    check_cases(
+        cases,
+        label_mapping=predictor.label_mapping,
+        num_classes=predictor.num_classes,
+        ignore_index=predictor.meta.ignore_index,
+        check=predictor.check_header,
+    )
     result, kept = score_cases(
         model_segmenter(predictor),
         cases,
@@ -506,7 +532,6 @@ def evaluate_model(
         surface=surface,
         progress=progress,
     )
-    out = Path(out)
     result.to_csv(out / "per_case.csv")
     result.to_json(out / "per_case.json")
     for which, rec in kept.items():
@@ -531,10 +556,13 @@ def compare(
     ignore_index: int | None = None,
     surface: bool = True,
     progress: bool = False,
+    layout: Mapping[str, Any] | None = None,
     **predictor_options: Any,
 ) -> tuple[list[dict], int, list[TrainedOn]]:
     """Score classical methods and trained models on the same cases; write
     ``compare.csv`` (one row per method) and ``compare_cases.csv`` (per case) into ``out``.
+
+    ``out`` and every case are checked before any work, as in :func:`evaluate_model`.
 
     Parameters
     ----------
@@ -544,6 +572,8 @@ def compare(
         A part of the first model's ``split.json`` (needs a model).
     num_classes, ignore_index :
         Without a model; with models they come from the models, which must agree.
+    layout : mapping, optional
+        As in :func:`evaluate_model`.
 
     Returns
     -------
@@ -557,6 +587,7 @@ def compare(
 
     if not methods:
         raise ValueError("methods must name at least one method")
+    out = check_output_folder(out)  # before any work, not after all of it
     deep: dict[str, Any] = {}
     for spec in methods:
         if ":" in spec:
@@ -577,7 +608,19 @@ def compare(
     elif split != "all":
         raise ValueError("split needs a NAME:RUN method (its run folder holds split.json)")
     label_mapping = predictors[0].label_mapping if predictors else "auto"
-    cases = select_cases(data, run=run, split=split)
+    cases = select_cases(data, run=run, split=split, **(layout or {}))
+
+    def suits_every_model(header) -> None:
+        for predictor in predictors:
+            predictor.check_header(header)
+
+    check_cases(
+        cases,
+        label_mapping=label_mapping,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        check=suits_every_model,
+    )
     segmenters = [
         (s.split(":", 1)[0], model_segmenter(deep[s.split(":", 1)[0]][1]))
         if ":" in s
@@ -594,7 +637,6 @@ def compare(
         progress=progress,
     )
     rows = comparison_table(results)
-    out = Path(out)
     io.write_csv(out / "compare.csv", rows, missing=math.nan)
     per_case = [{"method": m, **r} for m, ev in results.items() for r in ev.rows]
     io.write_csv(out / "compare_cases.csv", per_case, missing=math.nan)

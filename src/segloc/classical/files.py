@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from segloc import io, masks, viz
-from segloc._validation import atomic_paths, check_not_inputs
+from segloc._validation import atomic_paths, check_not_inputs, naming
 from segloc.classical import METHODS, segment
 from segloc.color import to_grey
 
@@ -26,6 +26,13 @@ def _check_seeds(path: Path, image: np.ndarray, meta: io.ImageMeta, seeds: Seque
             )
 
 
+def _check_dims(header: io.Header) -> None:
+    if header.ndim not in (2, 3):
+        raise ValueError(
+            f"{header.path}: must be a 2D image or a 3D volume, got shape {header.shape}"
+        )
+
+
 def segment_files(
     inputs: Sequence[str | os.PathLike],
     outputs: Sequence[str | os.PathLike],
@@ -39,7 +46,8 @@ def segment_files(
 ) -> list[tuple[Path, Path, np.ndarray]]:
     """Segment image files with a classical method and write one mask per input.
 
-    Every input is read and checked before anything is computed, and the outputs appear
+    Every input's header is checked (:func:`segloc.io.check_files`), then every input is
+    read, before anything is computed, and the outputs appear
     together or not at all (:func:`segloc._validation.atomic_paths`), so a bad input or an
     unwritable output leaves nothing behind. Colour images
     become grey (:func:`segloc.color.to_grey`, or their ``channel``) unless the method takes
@@ -74,6 +82,8 @@ def segment_files(
     for picture in overlays or []:
         viz.check_png_name(picture)
     options = dict(options or {})
+    # every header before any file is read whole: a bad last file costs no reading
+    io.check_files(paths, check=_check_dims, read_below=0)
     loaded = [io.read_image(p) for p in paths]
     for path, (image, meta) in zip(paths, loaded, strict=True):
         _check_seeds(path, image, meta, options.get("seeds") or ())
@@ -88,7 +98,8 @@ def segment_files(
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
             colour = False
-        result = segment(image, method, **options, channel_axis=-1 if colour else None)
+        with naming(path):
+            result = segment(image, method, **options, channel_axis=-1 if colour else None)
         if invert:
             if result.dtype != np.bool_:
                 raise ValueError(f"invert applies to binary methods only, not {method!r}")

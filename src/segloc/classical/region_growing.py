@@ -508,7 +508,7 @@ def region_grow(
     ndim = len(spatial)
     rank = check_connectivity(connectivity, ndim)
     pts = _check_seeds(
-        seeds, spatial, unique=True, colour_hint="; for a colour image pass channel_axis=-1"
+        seeds, spatial, unique=True, colour_hint="; a colour image needs channel_axis=-1"
     )
     labels = np.zeros(pixels.shape[0], dtype=np.int32)
     _grow_tolerance(

@@ -2,9 +2,18 @@
 library function and print.
 
 Points are given as ``x,y[,z]`` = column, row[, slice], as image viewers show them; the Python
-API takes array indices ``(row, col[, slice])``. Exit status: 0 on success, 2 on bad input or
-usage (one line on stderr naming the file), 1 on an unexpected internal error, 130 when
-interrupted.
+API takes array indices ``(row, col[, slice])``.
+
+Exit status, each failure one line on stderr:
+
+- 0: success;
+- 2: bad input or usage -- a file segloc refuses (:class:`segloc.io.SeglocIOError`), any
+  other ``ValueError``, a wrong argument (argparse);
+- 1: the system refused (an ``OSError`` with an ``errno``: permission denied, disk full, no
+  such folder, not a directory ...), the line naming the path; a data-loading worker that
+  died (``ChildProcessError``, the run resumable); an unexpected internal error (a
+  traceback);
+- 130: interrupted (Ctrl-C or SIGTERM; staged outputs are removed).
 """
 
 from __future__ import annotations
@@ -17,7 +26,14 @@ from collections.abc import Sequence
 
 from segloc import __version__
 from segloc.cli import classical, demo, detection, segmentation, serve
-from segloc.cli.arguments import COORDS_HELP, UsageError, allow_negative_numbers, parse_point
+from segloc.cli.arguments import (
+    COORDS_HELP,
+    UsageError,
+    allow_negative_numbers,
+    parse_point,
+    read_options,
+)
+from segloc.io.errors import is_os_error
 
 __all__ = ["UsageError", "build_parser", "main", "parse_point"]
 
@@ -45,6 +61,26 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
     print(f"warning: {message}", file=file or sys.stderr)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _os_message(exc: OSError) -> str:
+    """``path: what the system said``: "a.png: Permission denied", not "[Errno 13] ..."."""
+    if exc.errno is None or not exc.strerror:
+        msg = _first_line(exc)
+        return f"{exc.filename}: {msg}" if exc.filename and str(exc.filename) not in msg else msg
+    if exc.filename is None:
+        return exc.strerror
+    target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{exc.filename}{target}: {exc.strerror}"
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    print(f"segloc {args.command}: error: {message}", file=sys.stderr)
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -58,13 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a job scheduler, kill) unwinds like Ctrl-C, so staged outputs are removed
     old_term = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, OSError) as exc:
-        # user errors: one line, no traceback (the message names the file)
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{exc.filename}: {msg}"
-        print(f"segloc {args.command}: error: {msg}", file=sys.stderr)
+        with read_options(args):
+            return int(args.func(args) or 0)
+    except ChildProcessError as exc:  # a dead data worker (engine.run): resumable, not bad input
+        _error(args, _first_line(exc))
+        return 1
+    except OSError as exc:
+        _error(args, _os_message(exc))
+        # the system refused (an errno): 1; segloc's own "no such file" for an input: 2
+        return 1 if is_os_error(exc) else 2
+    except ValueError as exc:  # bad input: the message names the file
+        _error(args, _first_line(exc))
         return 2
     except KeyboardInterrupt:
         print(f"segloc {args.command}: interrupted", file=sys.stderr)

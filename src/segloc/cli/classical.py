@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from segloc.classical import METHODS
-from segloc.cli.arguments import COORDS_HELP, finite_float, parse_point
+from segloc.cli.arguments import COORDS_HELP, add_read_options, finite_float, parse_point
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +90,7 @@ def add_segment(sub: argparse._SubParsersAction) -> None:
         "--min-size", type=int, default=0, help="remove objects smaller than this (pixels)"
     )
     g.add_argument("--keep-largest", action="store_true")
+    add_read_options(p)
     p.set_defaults(func=cmd_segment)
 
 
@@ -158,6 +159,7 @@ def add_boxes(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="JSON file (default: print)")
     p.add_argument("--connectivity", type=int, default=1)
     p.add_argument("--kind", default="auto", choices=["auto", "binary", "labels"])
+    add_read_options(p)
     p.set_defaults(func=cmd_boxes)
 
 
@@ -184,6 +186,7 @@ def cmd_boxes(args: argparse.Namespace) -> int:
 def add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="shape, dtype, spacing, value range and labels of a file")
     p.add_argument("file")
+    add_read_options(p)
     p.set_defaults(func=cmd_info)
 
 

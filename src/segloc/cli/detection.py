@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from segloc.cli.arguments import UsageError, finite_float
+from segloc.cli.arguments import UsageError, add_read_options, finite_float
 from segloc.localize import TRAINABLE
 
 #: ``localize --method`` choices; "sliding-window" is the HOG detector's former name
@@ -82,6 +82,7 @@ def add_localize(sub: argparse._SubParsersAction) -> None:
         default=5,
         help="from-mask: least distance between object centres (watershed)",
     )
+    add_read_options(p)
     p.set_defaults(func=cmd_localize)
 
 
@@ -163,6 +164,7 @@ def add_train_detector(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="cnn: continue the run in -o")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="cnn")
     p.add_argument("-q", "--quiet", action="store_true", help="cnn: no progress bar")
+    add_read_options(p)
     p.set_defaults(func=cmd_train_detector)
 
 
@@ -209,6 +211,7 @@ def add_evaluate_boxes(sub: argparse._SubParsersAction) -> None:
         "(VOC/CSV truth: 1-based in file-name order)",
     )
     p.add_argument("--json", help="also write the scores here")
+    add_read_options(p)
     p.set_defaults(func=cmd_evaluate_boxes)
 
 

@@ -7,7 +7,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from segloc.cli.arguments import UsageError, add_inference_options, finite_float, predictor_options
+from segloc.cli.arguments import (
+    UsageError,
+    add_inference_options,
+    add_layout_options,
+    add_read_options,
+    finite_float,
+    layout_options,
+    predictor_options,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +97,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--val-only", action="store_true", help="same as --split val")
     g.add_argument("-o", "--output", help="output folder")
+    add_layout_options(g)
     add_inference_options(g, backend=False)
+    add_read_options(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -157,6 +167,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
         empty=args.empty,
         surface=not args.no_surface,
         progress=not args.quiet,
+        layout=layout_options(args),
         **predictor_options(args),
     )
     _print_notes(notes)
@@ -213,6 +224,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         help="with --dask: output chunk (= task) shape of block-wise images",
     )
+    add_read_options(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -224,6 +236,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         if args.probabilities or args.overlay or args.boxes:
             raise UsageError("--dask writes masks only (no --probabilities, --overlay, --boxes)")
+        if args.untrusted or args.max_voxels or args.max_mib:
+            # the workers are other processes: this process's read settings do not reach them
+            raise UsageError("--dask workers do not take --untrusted, --max-voxels, --max-mib")
         written = predict_dask(
             args.dask, args.model, args.inputs, args.output,
             options=predictor_options(args), chunks=args.chunks,
@@ -277,7 +292,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ignore-index", type=int, help="truth label to ignore (without a model)")
     p.add_argument("--no-surface", action="store_true", help="skip HD95 (faster)")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    add_layout_options(p)
     add_inference_options(p, backend=True)
+    add_read_options(p)
     p.set_defaults(func=cmd_compare)
 
 
@@ -294,6 +311,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ignore_index=args.ignore_index,
         surface=not args.no_surface,
         progress=not args.quiet,
+        layout=layout_options(args),
         **predictor_options(args),
     )
     _print_notes(notes)
@@ -347,6 +365,7 @@ def add_dataset(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--labels", help="label folder inside DIR (default: labels or masks)")
     q.add_argument("--label-suffix", help="suffix of label names, e.g. _mask (default: detected)")
     q.add_argument("--limit", type=int, default=10, help="list at most this many items per section")
+    add_read_options(q)
     q.set_defaults(func=cmd_dataset_check)
 
 
@@ -405,6 +424,8 @@ _TRAIN_FLAGS = (
     ("--normalize", "normalize", str, "zscore (default), percentile or minmax"),
     ("--target-spacing", "target_spacing", finite_float, "resample 3D cases to this spacing"),
     ("--ignore-index", "ignore_index", int, "label left out of loss and scores"),
+    ("--images", "image_dir", str, "image folder inside --data (default: images)"),
+    ("--labels", "label_dir", str, "label folder inside --data (default: labels or masks)"),
     ("--label-suffix", "label_suffix", str, "ending of label names, e.g. _mask"),
     ("--augment", "augment", str, "default, light (flips, 90 degree turns) or none"),
     ("--foreground-fraction", "foreground_fraction", finite_float, "share of foreground patches"),
@@ -435,6 +456,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
+    add_read_options(p)
     p.set_defaults(func=cmd_train)
 
 

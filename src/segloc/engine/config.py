@@ -188,6 +188,8 @@ class TrainConfig:
         import yaml
 
         path = Path(path)
+        if not path.is_file():  # a config the user named: bad input, as a missing image is
+            raise ValueError(f"{path}: no such file (the training config)")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as err:

@@ -37,21 +37,26 @@ import numpy as np
 
 from segloc._validation import check_choice, check_positive
 from segloc.io import (
+    Header,
     ImageMeta,
     ImageReadError,
     case_stem,
     check_compatible,
+    inspect,
     is_lossy,
     list_images,
     match_files,
     read_image,
     read_mask,
 )
+from segloc.io import headers as io_headers
 
 __all__ = [
     "CaseFiles",
     "DatasetReport",
+    "check_cases",
     "check_dataset",
+    "check_label_values",
     "find_cases",
     "load_case",
     "split_cases",
@@ -82,6 +87,10 @@ class CaseFiles:
     label: Path
 
 
+#: how a user names each folder: the command line's flag, the Python argument
+_FOLDER_ARGUMENTS = {"image_dir": "--images / image_dir", "label_dir": "--labels / label_dir"}
+
+
 def _pick_dir(
     root: Path, given: str | os.PathLike | None, candidates: Sequence[str], what: str
 ) -> Path:
@@ -91,13 +100,14 @@ def _pick_dir(
             raise ImageReadError(f"{folder}: no such folder ({what})")
         return folder
     found = [root / c for c in candidates if (root / c).is_dir()]
+    name = _FOLDER_ARGUMENTS[what]
     if not found:
         raise ImageReadError(
-            f"{root}: no {what} folder (looked for {', '.join(candidates)}); pass {what}="
+            f"{root}: no {what} folder (looked for {', '.join(candidates)}); name it with {name}"
         )
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise ValueError(f"{what} is ambiguous in {root} ({names}); pass {what}=")
+        raise ValueError(f"{root}: {what} is ambiguous ({names}); choose one with {name}")
     return found[0]
 
 
@@ -146,7 +156,8 @@ def _match(
         winners = [s for s, r in results.items() if len(r[0]) == best]
         if len(winners) > 1 and best > 0:
             raise ValueError(
-                f"label_suffix is ambiguous: {winners} each match {best} files; pass label_suffix="
+                f"{root}: label_suffix is ambiguous: {winners} each match {best} files; "
+                "choose one with --label-suffix / label_suffix"
             )
         label_suffix = winners[0]
         pairs, lone_images, lone_labels = results[label_suffix]
@@ -260,6 +271,12 @@ def load_case(
             f"label_mapping must be 'auto', None or a dict, got {type(label_mapping).__name__}"
         )
     image, meta = read_image(case.image)
+    spatial = image.shape[:-1] if meta.is_colour else image.shape
+    if len(spatial) not in (2, 3):
+        raise ImageReadError(
+            f"{case.image}: must be a 2D image or a 3D volume, got shape {image.shape}",
+            path=case.image,
+        )
     # "auto": bool for 0/255 and 0/1 files (-> classes 0/1), int32 for label maps
     kind = "auto" if label_mapping == "auto" else "labels"
     labels, label_meta = read_mask(case.label, kind=kind)
@@ -267,6 +284,68 @@ def load_case(
     if isinstance(label_mapping, Mapping):
         labels = _apply_mapping(labels, label_mapping)
     return _channels_first(image, meta), labels.astype(np.int64, copy=False), meta
+
+
+def check_label_values(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    num_classes: int,
+    ignore_index: int | None = None,
+) -> None:
+    """Refuse class indices outside ``0..num_classes - 1`` (``ignore_index`` apart) in the
+    labels read from ``path``, naming it."""
+    values = np.unique(labels)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_index)]
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
+        raise ImageReadError(
+            f"{path}: labels must be in 0..{num_classes - 1} (the classes scored), got {shown}",
+            path=path,
+        )
+
+
+def check_cases(
+    cases: Sequence[CaseFiles],
+    *,
+    label_mapping: str | Mapping[int, int] | None = "auto",
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    check: Callable[[Header], None] | None = None,
+    read_below: int | None = None,
+) -> None:
+    """Check every case of a job before it starts; the first bad file raises, named.
+
+    First the headers (:func:`segloc.io.inspect`): every image 2D or 3D, ``check(header)``
+    (what a model needs of it), every label the image's shape. Then, when the files
+    together take at most ``read_below`` bytes (default
+    :data:`segloc.io.FULL_CHECK_BYTES`), every case is read as :func:`load_case` reads it
+    and its labels checked against ``num_classes``; larger jobs find bad values when they
+    reach them.
+    """
+    total = 0
+    for case in cases:
+        image = inspect(case.image)
+        if image.ndim not in (2, 3):
+            raise ImageReadError(
+                f"{case.image}: must be a 2D image or a 3D volume, got shape {image.shape}",
+                path=case.image,
+            )
+        if check is not None:
+            check(image)
+        label = inspect(case.label)
+        if label.shape != image.shape:
+            raise ImageReadError(
+                f"{case.label}: shape {label.shape} does not match the image shape "
+                f"{image.shape} (image {case.image})",
+                path=case.label,
+            )
+        total += image.nbytes + label.nbytes
+    if total > (io_headers.FULL_CHECK_BYTES if read_below is None else read_below):
+        return
+    for case in cases:
+        _, labels, _ = load_case(case, label_mapping=label_mapping)
+        if num_classes is not None:
+            check_label_values(case.label, labels, num_classes, ignore_index)
 
 
 # --------------------------------------------------------------------------- checking

@@ -36,7 +36,7 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from segloc._validation import check_choice, check_not_inputs, check_spacing
+from segloc._validation import check_choice, check_not_inputs, check_spacing, naming
 from segloc.coco import detections_to_coco, write_coco_json
 from segloc.engine.preprocess import normalize, resample
 from segloc.engine.run import resolve_device
@@ -52,7 +52,16 @@ from segloc.instances import (
     detections_from_class_probability,
     detections_from_probability,
 )
-from segloc.io import ImageMeta, case_stem, list_images, mask_suffix, read_image, write_mask
+from segloc.io import (
+    Header,
+    ImageMeta,
+    case_stem,
+    check_files,
+    list_images,
+    mask_suffix,
+    read_image,
+    write_mask,
+)
 from segloc.nn.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -106,6 +115,7 @@ class _Probabilities:
     num_classes: int
     label_mapping: str | None
     dims: int
+    in_channels: int
     meta: CheckpointMeta
 
     def predict(self, image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
@@ -126,6 +136,31 @@ class _Probabilities:
     ) -> np.ndarray:
         """Label map of ``image`` (see :meth:`labels`); here from the full probabilities."""
         return self.labels(self.predict(image, spacing=spacing))
+
+    def check_layout(self, shape: Sequence[int]) -> int:
+        """The channels the model sees in an image of ``shape`` (as read: grey 1, RGB(A) 3);
+        ``ValueError`` unless it suits the model's dimensions and input channels."""
+        shape = tuple(int(n) for n in shape)
+        if len(shape) == self.dims:
+            channels = 1
+        elif self.dims == 2 and len(shape) == 3 and shape[-1] in (3, 4):
+            channels = 3
+        else:
+            want = "(rows, cols) or (rows, cols, 3)" if self.dims == 2 else "(rows, cols, slices)"
+            raise ValueError(f"image must be {want} for this {self.dims}D model, got {shape}")
+        if channels != self.in_channels:
+            raise ValueError(
+                f"image must have {self.in_channels} channel(s) for this model, "
+                f"got {channels} (shape {shape})"
+            )
+        return channels
+
+    def check_header(self, header: Header) -> None:
+        """:meth:`check_layout` of a file from its header (:func:`segloc.io.inspect`),
+        before anything is read; the error names the file."""
+        colour = (header.channels,) if header.channels > 1 else ()
+        with naming(header.path):
+            self.check_layout(header.shape + colour)
 
     def predict_file(
         self, path: str | os.PathLike, *, probabilities: bool = True
@@ -259,19 +294,9 @@ class Predictor(_Probabilities):
     def channels_first(self, image: np.ndarray) -> np.ndarray:
         """``(C, *spatial)`` view of an image as read (grey -> C = 1, RGB(A) -> C = 3)."""
         image = np.asarray(image)
-        if image.ndim == self.dims:
-            arr = image[None]
-        elif self.dims == 2 and image.ndim == 3 and image.shape[-1] in (3, 4):
-            arr = np.moveaxis(image[..., :3], -1, 0)
-        else:
-            want = "(rows, cols) or (rows, cols, 3)" if self.dims == 2 else "(rows, cols, slices)"
-            raise ValueError(f"image must be {want} for this {self.dims}D model, got {image.shape}")
-        if arr.shape[0] != self.in_channels:
-            raise ValueError(
-                f"image must have {self.in_channels} channel(s) for this model, "
-                f"got {arr.shape[0]} (shape {image.shape})"
-            )
-        return arr
+        if self.check_layout(image.shape) == 1:
+            return image[None]
+        return np.moveaxis(image[..., :3], -1, 0)
 
     def predict(self, image: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
         """Class probabilities ``(K, *spatial)`` float32 on the input's grid.
@@ -535,8 +560,11 @@ def predict_to_folder(
     ``box`` (segloc xyxy / xyzxyz) and ``area``; one per connected component of the predicted
     mask (per class), 3D entries without ``bbox``.
 
-    Everything is written to a hidden staging folder inside ``outdir`` and moved into place
-    only when every input succeeded, so a bad input leaves no partial output.
+    Every input is checked before the first prediction (:func:`segloc.io.check_files`: its
+    header, its dimensions and channels against the model, and its values when all the
+    inputs together are small), and everything is written to a hidden staging folder inside
+    ``outdir`` and moved into place only when every input succeeded, so a bad input leaves
+    no partial output.
 
     Returns
     -------
@@ -553,6 +581,7 @@ def predict_to_folder(
     # an input is never an output: not the folder itself, not any file written into it
     planned = [outdir / stem.with_name(stem.name + mask_suffix(p)) for p, stem in pairs]
     check_not_inputs([outdir, *planned], [*map(Path, inputs), *(p for p, _ in pairs)])
+    check_files([p for p, _ in pairs], check=predictor.check_header)
     created = not outdir.exists()
     outdir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".segloc-predict-", dir=outdir))

@@ -251,7 +251,7 @@ def _cases(cfg: TrainConfig) -> tuple[list[CaseFiles], list[CaseFiles]]:
     if not train or not val:
         raise ValueError(
             f"{cfg.data}: {len(found)} case(s) cannot be split into training and validation; "
-            "add cases or pass a separate val folder"
+            "add cases or give a separate validation dataset (--val / val)"
         )
     return train, val
 
@@ -265,16 +265,23 @@ class _Survey:
     values: set[int]
     shapes: list
     ignore_seen: bool
+    first: Path  # the first case's image
+    where: dict[int, Path]  # a label value -> the first label file holding it
 
     @property
     def classes(self) -> int:
         return max(self.values, default=0) + 1
 
 
-def _survey(dataset: SegmentationDataset, ignore_index: int | None) -> _Survey:
-    """Read every case once (normalised, cached for training) and note what it holds."""
-    dims = channels = None
+def _survey(
+    dataset: SegmentationDataset, ignore_index: int | None, like: _Survey | None = None
+) -> _Survey:
+    """Read every case once (normalised, cached for training) and note what it holds;
+    every case must have the dimensions and channels of the first (of ``like``'s first)."""
+    dims, channels = (like.dims, like.channels) if like is not None else (None, None)
+    first = like.first if like is not None else None
     values: set[int] = set()
+    where: dict[int, Path] = {}
     shapes, ignore_seen = [], False
     for i, case in enumerate(dataset.cases):
         try:
@@ -284,11 +291,11 @@ def _survey(dataset: SegmentationDataset, ignore_index: int | None) -> _Survey:
             named = message if str(case.image) in message else f"{case.image}: {message}"
             raise ValueError(named) from None
         if dims is None:
-            dims, channels = labels.ndim, image.shape[0]
+            dims, channels, first = labels.ndim, image.shape[0], case.image
         elif labels.ndim != dims or image.shape[0] != channels:
             raise ValueError(
                 f"{case.image}: {labels.ndim}D with {image.shape[0]} channel(s), "
-                f"but the first case is {dims}D with {channels}"
+                f"but the first case ({first}) is {dims}D with {channels}"
             )
         found = np.unique(labels)
         if ignore_index is not None:
@@ -296,10 +303,12 @@ def _survey(dataset: SegmentationDataset, ignore_index: int | None) -> _Survey:
             found = found[found != ignore_index]
         if found.size and found.min() < 0:
             raise ValueError(f"{case.label}: negative label {found.min()}")
+        for v in found.tolist():
+            where.setdefault(int(v), case.label)
         values.update(int(v) for v in found)
         shapes.append(labels.shape)
-    assert dims is not None and channels is not None
-    return _Survey(dims, channels, values, shapes, ignore_seen)
+    assert dims is not None and channels is not None and first is not None
+    return _Survey(dims, channels, values, shapes, ignore_seen, first, where)
 
 
 def _check_classes(cfg: TrainConfig, train: _Survey, val: _Survey) -> None:
@@ -316,7 +325,11 @@ def _check_classes(cfg: TrainConfig, train: _Survey, val: _Survey) -> None:
             )
         cfg.classes = max(top + 1, 2)
     elif top >= cfg.classes:
-        raise ValueError(f"classes is {cfg.classes} but the labels hold class {top}")
+        holder = train.where.get(top) or val.where[top]
+        raise ValueError(
+            f"{holder}: holds class {top}, but classes is {cfg.classes} (labels must be in "
+            f"0..{cfg.classes - 1})"
+        )
     if cfg.ignore_index is not None and not (train.ignore_seen or val.ignore_seen):
         raise ValueError(
             f"{cfg.data}: ignore_index {cfg.ignore_index} appears in no label file; "
@@ -390,11 +403,7 @@ def _prepare_data(cfg: TrainConfig, dist: Dist) -> _Data:
     survey = _survey(probe, cfg.ignore_index)
     dims, channels, shapes = survey.dims, survey.channels, survey.shapes
     val = SegmentationDataset(val_cases, **common)
-    val_survey = _survey(val, cfg.ignore_index)
-    if val_survey.channels != channels:
-        raise ValueError(
-            f"validation images have {val_survey.channels} channel(s), training images {channels}"
-        )
+    val_survey = _survey(val, cfg.ignore_index, like=survey)  # the training cases' layout
     _check_classes(cfg, survey, val_survey)
     if cfg.model in _MODELS_3D and dims != 3:
         raise ValueError(f"model {cfg.model!r} is 3D but {cfg.data} holds {dims}D images")

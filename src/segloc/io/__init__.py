@@ -27,6 +27,9 @@ one-line message that starts with the path: :class:`UnsupportedFormat`,
 :class:`SeglocIOError` (also named :class:`ImageReadError`). A system error (permission,
 I/O) stays an ``OSError``. Limits, truncation, NaN handling and the sandbox for
 untrusted files are described in ``docs/hardening.md``.
+
+:func:`inspect` checks a file's header without decoding it, and :func:`check_files` every
+file of a job before the job starts (headers, then whole reads when the files are small).
 """
 
 from segloc.io.errors import (
@@ -45,14 +48,23 @@ from segloc.io.files import (
     output_paths,
 )
 from segloc.io.formats import ImageMeta, is_lossy
-from segloc.io.limits import Limits, default_limits, set_default_limits
+from segloc.io.headers import FULL_CHECK_BYTES, Header, check_files, inspect
+from segloc.io.limits import (
+    Limits,
+    default_limits,
+    default_untrusted,
+    set_default_limits,
+    set_default_untrusted,
+)
 from segloc.io.masks import interpret_mask, read_mask
 from segloc.io.read import describe, image_size, read_image
 from segloc.io.sandbox import read_untrusted
 from segloc.io.write import write_csv, write_image, write_mask
 
 __all__ = [
+    "FULL_CHECK_BYTES",
     "CorruptFile",
+    "Header",
     "ImageMeta",
     "ImageReadError",
     "Limits",
@@ -61,8 +73,10 @@ __all__ = [
     "UnsupportedFormat",
     "case_stem",
     "check_compatible",
+    "check_files",
     "describe",
     "image_size",
+    "inspect",
     "interpret_mask",
     "is_lossy",
     "list_images",
@@ -73,7 +87,9 @@ __all__ = [
     "read_mask",
     "read_untrusted",
     "set_default_limits",
+    "set_default_untrusted",
     "default_limits",
+    "default_untrusted",
     "write_csv",
     "write_image",
     "write_mask",

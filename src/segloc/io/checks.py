@@ -23,11 +23,41 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class _Options:
-    """What one call asked for, handed to every reader."""
+    """What one call asked for, handed to every reader.
+
+    ``header_only``: stop where decoding would begin (:func:`_header_checked`), for
+    :func:`segloc.io.inspect`.
+    """
 
     limits: Limits
     allow_truncated: bool = False
     palette_indices: bool = False
+    header_only: bool = False
+
+
+class _HeaderOnly(BaseException):
+    """A reader reached the pixel data with ``header_only`` set: what its header declares.
+
+    A ``BaseException`` so that no reader's ``except Exception`` (which turns a library's
+    own errors into :class:`CorruptFile`) mistakes it for a failure; only
+    :func:`segloc.io.inspect` catches it.
+    """
+
+    def __init__(self, fmt: str, shape: tuple[int, ...], channels: int, nbytes: int) -> None:
+        super().__init__(fmt)
+        self.fmt, self.shape, self.channels, self.nbytes = fmt, shape, channels, nbytes
+
+
+def _header_checked(opts: _Options, fmt: str, shape, *, channels: int = 1, nbytes: int) -> None:
+    """Every reader calls this once its header is checked (dimensions, type, limits,
+    geometry, the data's size against the file's), just before the pixel data is read.
+
+    ``shape`` is the array's shape without its colour axis, ``channels`` the colour
+    samples (1 for grey), ``nbytes`` the size of the array :func:`segloc.io.read_image`
+    would return.
+    """
+    if opts.header_only:
+        raise _HeaderOnly(fmt, tuple(int(n) for n in shape), int(channels), int(nbytes))
 
 
 def _product(values) -> int:
@@ -93,7 +123,7 @@ def _truncated(
     if not opts.allow_truncated:
         raise CorruptFile(
             path,
-            f"cannot read: truncated, {amount} (allow_truncated=True reads the rest as zeros)",
+            f"cannot read: truncated, {amount} (read with allow_truncated, the rest is zeros)",
         )
     note = {"needed": needed, "present": int(present), "unit": what}
     if reason:

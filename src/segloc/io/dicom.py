@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from segloc.io.checks import _check_affine, _Options, _spacing, _truncated
+from segloc.io.checks import _check_affine, _header_checked, _Options, _spacing, _truncated
 from segloc.io.errors import (
     CorruptFile,
     SeglocIOError,
@@ -164,6 +164,10 @@ def _read_dicom_file(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]
     )
     spacing = _dicom_spacing(path, ds)
     note = _dicom_pixel_bytes(path, ds, d, opts)
+    shape = (d.rows, d.cols, d.frames) if d.frames > 1 else (d.rows, d.cols)
+    _header_checked(
+        opts, "dicom", shape, channels=d.samples, nbytes=voxels * d.samples * d.out_itemsize
+    )
     arr, stored = _dicom_pixels(path, ds)
     if d.samples > 1 and arr.ndim == 4:
         raise UnsupportedFormat(path, "colour DICOM volumes are not supported")
@@ -309,6 +313,7 @@ def _read_dicom_series(folder: Path, opts: _Options) -> tuple[np.ndarray, ImageM
     )
     first = datasets[0][1]
     order, along, positions, (row_cos, col_cos, normal), pix = _series_geometry(folder, datasets)
+    _header_checked(opts, "dicom", (rows, cols, len(datasets)), nbytes=voxels * itemsize)
     vol, stored, notes = _series_pixels(datasets, declared, order, opts, (rows, cols))
     if len(along) > 1:
         steps = np.diff(along)

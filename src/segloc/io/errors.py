@@ -142,7 +142,7 @@ class ResourceLimitExceeded(SeglocIOError):
         unit: str = "bytes",
         detail: str = "",
     ) -> None:
-        knob = "max_voxels" if unit == "voxels" else "max_bytes"
+        knob = "max_voxels / --max-voxels" if unit == "voxels" else "max_bytes / --max-mib"
         what = f" ({detail})" if detail else ""
         super().__init__(
             f"{path}: declares {_amount(declared, unit)}{what}, above the limit of "

@@ -14,7 +14,9 @@ data), multiplies them out and compares the result with two limits:
   and usually one copy, and the caller needs room for its own work.
 
 A limit passed to a call wins; otherwise the module defaults apply, which
-:func:`set_default_limits` changes (the command line's ``--max-voxels`` does). Nothing
+:func:`set_default_limits` changes (the command line's ``--max-voxels`` and ``--max-mib``
+do). :func:`set_default_untrusted` likewise makes every read that does not say otherwise
+run in the sandbox (:mod:`segloc.io.sandbox`; the command line's ``--untrusted``). Nothing
 here changes process-wide state of another library: Pillow's ``MAX_IMAGE_PIXELS`` is
 left as the caller set it except for the length of one read (:mod:`segloc.io.read`).
 """
@@ -27,7 +29,14 @@ from dataclasses import dataclass
 
 from segloc.io.errors import ResourceLimitExceeded
 
-__all__ = ["Limits", "available_memory", "default_limits", "set_default_limits"]
+__all__ = [
+    "Limits",
+    "available_memory",
+    "default_limits",
+    "default_untrusted",
+    "set_default_limits",
+    "set_default_untrusted",
+]
 
 _FALLBACK_MEMORY = 8 * 2**30  # a modest machine, when the system does not say
 MEMORY_SHARE = 0.25
@@ -35,6 +44,7 @@ VOXEL_LIMIT = 2**31 - 1
 
 _lock = threading.Lock()
 _defaults: dict[str, int | None] = {"max_voxels": None, "max_bytes": None}
+_untrusted = {"default": False}
 
 
 def available_memory() -> int:
@@ -130,4 +140,41 @@ def set_default_limits(
     with _lock:
         old = (_defaults["max_voxels"], _defaults["max_bytes"])
         _defaults["max_voxels"], _defaults["max_bytes"] = max_voxels, max_bytes
+    return old
+
+
+def default_untrusted(untrusted: bool | None = None) -> bool:
+    """Whether a read runs in the sandbox: ``untrusted`` where given, else the default.
+
+    Examples
+    --------
+    >>> default_untrusted(), default_untrusted(True)
+    (False, True)
+    """
+    if untrusted is None:
+        with _lock:
+            return _untrusted["default"]
+    if not isinstance(untrusted, bool):
+        raise TypeError(f"untrusted must be a bool or None, got {type(untrusted).__name__}")
+    return untrusted
+
+
+def set_default_untrusted(untrusted: bool) -> bool:
+    """Make every read that does not pass ``untrusted=`` run in the sandbox (True) or not.
+
+    :func:`segloc.io.read_image` and :func:`segloc.io.read_mask` then decode in a child
+    process under a time and memory limit (:func:`segloc.io.read_untrusted`). Returns the
+    previous setting, so that a caller can put it back.
+
+    Examples
+    --------
+    >>> old = set_default_untrusted(True)
+    >>> default_untrusted()
+    True
+    >>> _ = set_default_untrusted(old)
+    """
+    if not isinstance(untrusted, bool):
+        raise TypeError(f"untrusted must be a bool, got {type(untrusted).__name__}")
+    with _lock:
+        old, _untrusted["default"] = _untrusted["default"], untrusted
     return old

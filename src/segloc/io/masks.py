@@ -13,7 +13,7 @@ import numpy as np
 from segloc._validation import check_choice
 from segloc.io.errors import SeglocIOError
 from segloc.io.formats import _LOSSY, ImageMeta, _fail
-from segloc.io.limits import default_limits
+from segloc.io.limits import default_limits, default_untrusted
 from segloc.io.read import _Options, _read
 
 
@@ -64,7 +64,11 @@ def _single_channel(arr: np.ndarray, kind: str, path) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.array_equal(arr, np.round(arr)):
             bad = arr[arr != np.round(arr)].flat[0]
-            raise _fail(path, f"values must be whole numbers, got {bad} (use kind='binary')")
+            raise _fail(
+                path,
+                f"values must be whole numbers, got {bad} (read as binary, every nonzero "
+                "pixel is foreground: --kind binary / kind='binary')",
+            )
     elif not np.issubdtype(arr.dtype, np.integer):
         raise _fail(path, f"dtype must be numeric, got {arr.dtype}")
     values = np.unique(arr)
@@ -165,8 +169,9 @@ def interpret_mask(
             colour = tuple(int(v) for v in arr[..., :3].reshape(-1, 3)[0])
             raise _fail(
                 path,
-                f"is in colour (shape {arr.shape}, first colour {colour}); "
-                "pass palette= (colour -> label) or channel=",
+                f"is in colour (shape {arr.shape}, first colour {colour}); save it as a grey "
+                "label map, or read it with a palette (colour -> label) or one channel "
+                "(palette= / channel=)",
             )
     elif palette is not None or channel is not None:
         raise ValueError(f"palette and channel apply to colour masks, got shape {arr.shape}")
@@ -192,7 +197,7 @@ def read_mask(
     max_voxels: int | None = None,
     max_bytes: int | None = None,
     allow_truncated: bool = False,
-    untrusted: bool = False,
+    untrusted: bool | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read a mask or label map: :func:`read_image`, then :func:`interpret_mask`.
 
@@ -238,7 +243,7 @@ def read_mask(
     ):
         raise ValueError(f"classes must be an integer >= 1, got {classes!r}")
     limits = default_limits(max_voxels, max_bytes)
-    if untrusted:
+    if default_untrusted(untrusted):
         from segloc.io.sandbox import read_untrusted
 
         arr, meta = read_untrusted(

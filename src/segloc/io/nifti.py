@@ -10,6 +10,7 @@ import numpy as np
 from segloc.io.checks import (
     _check_affine,
     _check_dims,
+    _header_checked,
     _Options,
     _product,
     _read_upto,
@@ -118,6 +119,11 @@ def _read_nifti(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
         raw_bytes = voxels * dtype.itemsize
         opts.limits.check(path, voxels, offset, detail=f"data offset {offset:,}")
         note = None
+        if not gz:
+            present = max(0, min(raw_bytes, path.stat().st_size - offset))
+            if present < raw_bytes:  # known before anything is allocated
+                note = _truncated(path, opts, needed=raw_bytes, present=present)
+        _header_checked(opts, "nifti", shape, nbytes=voxels * out_dtype.itemsize)
         if gz:
             # GzipFile.seek inflates forward in small pieces; then read only what is there
             try:
@@ -130,9 +136,6 @@ def _read_nifti(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
                 note = _truncated(path, opts, needed=raw_bytes, present=len(buf))
                 buf += bytes(raw_bytes - len(buf))
         else:
-            present = max(0, min(raw_bytes, path.stat().st_size - offset))
-            if present < raw_bytes:  # known before anything is allocated
-                note = _truncated(path, opts, needed=raw_bytes, present=present)
             buf = np.zeros(raw_bytes, np.uint8)  # calloc: pages cost memory once written
             f.seek(offset)
             _readinto_full(f, buf)

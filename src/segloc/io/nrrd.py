@@ -16,6 +16,7 @@ from segloc.io.checks import (
     _CHUNK,
     _check_affine,
     _check_dims,
+    _header_checked,
     _Options,
     _product,
     _read_upto,
@@ -202,6 +203,7 @@ def _read_nrrd(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
             else:
                 fh = f
                 fh.seek(header_len)
+            _header_checked(opts, "nrrd", sizes, nbytes=need)
             for _ in range(line_skip):
                 if not fh.readline(_NRRD_MAX_HEADER):
                     break

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from segloc.io.checks import _DEFLATE_MAX_RATIO, _Options, _truncated
+from segloc.io.checks import _DEFLATE_MAX_RATIO, _header_checked, _Options, _truncated
 from segloc.io.errors import (
     CorruptFile,
     SeglocIOError,
@@ -144,10 +144,11 @@ def _check_pillow_header(path: Path, im, fmt: str, opts: _Options, frames: int =
         raise CorruptFile(path, f"image size is {width}x{height} (must be at least 1x1)")
     channels, itemsize = _pillow_out(path, im, opts.palette_indices)
     voxels = width * height * frames
+    nbytes = voxels * channels * itemsize
     opts.limits.check(
         path,
         voxels,
-        voxels * channels * itemsize,
+        nbytes,
         detail=f"{width}x{height}{f' x {frames} pages' if frames > 1 else ''} {im.mode}",
     )
     if fmt == "png" and not opts.allow_truncated:
@@ -161,6 +162,8 @@ def _check_pillow_header(path: Path, im, fmt: str, opts: _Options, frames: int =
                 f"cannot read: truncated, its {width}x{height} pixels need at least "
                 f"{raw:,} bytes, more than {size:,} compressed bytes can hold",
             )
+    shape = (height, width, frames) if frames > 1 else (height, width)
+    _header_checked(opts, fmt, shape, channels=channels, nbytes=nbytes)
 
 
 def _pillow_decode(path: Path, fmt: str, opts: _Options, allow_truncated: bool):

@@ -41,7 +41,7 @@ from segloc.io.formats import (
     _library_error,
     _magic,
 )
-from segloc.io.limits import default_limits
+from segloc.io.limits import default_limits, default_untrusted
 from segloc.io.nifti import _read_nifti
 from segloc.io.nrrd import _read_nrrd
 from segloc.io.pillow import _TRUNCATION, _pillow_plugin, _read_pillow
@@ -58,7 +58,7 @@ def read_image(
     max_bytes: int | None = None,
     allow_truncated: bool = False,
     nonfinite: str = "raise",
-    untrusted: bool = False,
+    untrusted: bool | None = None,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Read a 2D image, a volume or a DICOM series.
 
@@ -90,7 +90,8 @@ def read_image(
         Decode in a child process under a time and memory limit
         (:func:`segloc.io.read_untrusted`), so that a native decoder crashing or hanging
         on a hostile file cannot take the caller down; a crash or a timeout is a
-        :class:`CorruptFile`.
+        :class:`CorruptFile`. Default: the process default
+        (:func:`segloc.io.set_default_untrusted`; False unless changed).
 
     Returns
     -------
@@ -135,7 +136,7 @@ def read_image(
     """
     check_choice(nonfinite, NONFINITE_POLICIES, name="nonfinite")
     limits = default_limits(max_voxels, max_bytes)
-    if untrusted:
+    if default_untrusted(untrusted):
         from segloc.io.sandbox import read_untrusted
 
         image, meta = read_untrusted(
@@ -161,9 +162,9 @@ def _nonfinite(image: np.ndarray, meta: ImageMeta, policy: str) -> np.ndarray:
         return image
     if policy == "raise":
         raise SeglocIOError(
-            f"{meta.path}: holds {count:,} NaN or infinite values; pass nonfinite='fill' to "
-            "replace them (NaN and -inf by the minimum, +inf by the maximum finite value) "
-            "or nonfinite='keep'",
+            f"{meta.path}: holds {count:,} NaN or infinite values; replace them in the file, "
+            "or read it with nonfinite 'fill' (NaN and -inf become the minimum, +inf the "
+            "maximum finite value) or 'keep'",
             path=meta.path,
         )
     finite = image[~bad]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from segloc.io.checks import _check_dims, _Options, _truncated
+from segloc.io.checks import _check_dims, _header_checked, _Options, _truncated
 from segloc.io.errors import (
     CorruptFile,
     UnsupportedFormat,
@@ -173,6 +173,7 @@ def _read_tiff(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
                 header["truncated"] = note
             note["pages_lost"] = lost[:5]
         shape = (rows, cols) if len(main) == 1 else (rows, cols, len(main))
+        _header_checked(opts, "tiff", shape, channels=samples, nbytes=voxels * samples * itemsize)
         if samples > 1:
             shape = (rows, cols, samples)
         out = np.zeros(shape, dtype=np.dtype(main[0].dtype))

@@ -35,11 +35,11 @@ import numpy as np
 
 from segloc.coco import (
     align_results,
-    check_coco_dataset,
     check_coco_results,
     records_to_coco,
     voc_to_box,
 )
+from segloc.detection_metrics import check_detection_truth
 from segloc.engine.data import split_cases
 from segloc.io import CorruptFile, SeglocIOError, default_limits, image_size
 
@@ -478,8 +478,8 @@ def read_box_truth(path: str | os.PathLike) -> dict:
             raise CorruptFile(path, "must be a COCO dataset with images, annotations, categories")
         try:
             # what COCOeval would skip or misread (annotations of images or categories the
-            # file lacks, repeated ids, NaN boxes) is refused here
-            check_coco_dataset(truth, name=None, geometry="bbox")
+            # file lacks, repeated ids, NaN boxes), or scoring needs (areas), is refused here
+            check_detection_truth(truth, iou_type="bbox", name=None)
         except ValueError as exc:
             raise CorruptFile(path, str(exc)) from None
         return truth

@@ -25,12 +25,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from segloc import io
-from segloc._validation import atomic_path, atomic_paths, check_not_inputs
-from segloc.coco import align_results, coco_results
+from segloc._validation import atomic_path, atomic_paths, check_not_inputs, naming
+from segloc.coco import coco_results
 from segloc.detection_metrics import evaluate_detections
 from segloc.io.errors import CorruptFile, is_os_error
 from segloc.localize import DETECTORS
-from segloc.localize.annotations import read_box_truth
+from segloc.localize.annotations import read_box_predictions, read_box_truth
 
 __all__ = [
     "DETECTORS",
@@ -165,6 +165,29 @@ def _as_2d_image(image: np.ndarray, path: Path) -> np.ndarray:
     return image[..., :3] if image.ndim == 3 else image
 
 
+def _check_2d(header: io.Header) -> None:
+    if header.ndim != 2:
+        raise ValueError(
+            f"{header.path}: must be a 2D grey or colour image, got shape {header.shape}"
+        )
+
+
+def _check_inputs(
+    images: Sequence[str | os.PathLike], masks: Sequence[str | os.PathLike] | None
+) -> None:
+    """Every image (and mask) checked before the first detection: headers, 2D, the masks'
+    shapes; the values too when the files are small (:func:`segloc.io.check_files`)."""
+    headers = io.check_files(images, check=_check_2d)
+    if masks is None:
+        return
+    for image, mask in zip(headers, io.check_files(masks, masks=True), strict=True):
+        if mask.shape != image.shape:
+            raise ValueError(
+                f"{mask.path}: mask shape {mask.shape} must match its image {image.shape} "
+                f"({image.path})"
+            )
+
+
 def localize_images(
     detector: Detector,
     images: Sequence[str | os.PathLike],
@@ -176,6 +199,9 @@ def localize_images(
     progress: Any = None,
 ) -> tuple[dict, list[np.ndarray]]:
     """Detect the objects of image files; a COCO-style document and the images read.
+
+    Every image (and mask) is checked before the first detection: its header, that it is
+    2D, and its values when the files together are small (:func:`segloc.io.check_files`).
 
     Parameters
     ----------
@@ -203,6 +229,7 @@ def localize_images(
 
     if masks is not None and len(masks) != len(images):
         raise ValueError(f"masks must give one mask per image ({len(images)}), got {len(masks)}")
+    _check_inputs(images, masks)
     names = list(detector.classes)
     doc: dict[str, Any] = {
         "method": method,
@@ -259,16 +286,11 @@ def evaluate_boxes(pred: str | os.PathLike, truth: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{pred}: no such file")
     if not truth.exists():
         raise FileNotFoundError(f"{truth}: no such file or folder")
+    # the truth first, checked for everything scoring needs: its faults name it, not pred
     dataset = read_box_truth(truth)
-    try:
-        doc = json.loads(pred.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{pred}: not valid JSON ({exc})") from None
-    results = align_results(doc, dataset, name=str(pred))
-    try:
+    results = read_box_predictions(pred, dataset)
+    with naming(f"{pred} against {truth}"):
         scores = evaluate_detections(dataset, results)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{pred}: {exc}") from None
     names = {c["id"]: c["name"] for c in dataset["categories"]}
     per_class = {names.get(c, str(c)): v for c, v in scores["per_class"].items()}
     return {**{k: v for k, v in scores.items() if k != "per_class"}, "per_class": per_class}

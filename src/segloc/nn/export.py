@@ -11,9 +11,11 @@ References
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,25 @@ def _dynamic_shapes(model: nn.Module, ndim: int) -> dict[int, object]:
     else:
         spatial = [Dim.AUTO] * (ndim - 2)
     return {0: Dim("batch", min=1), **dict(enumerate(spatial, start=2))}
+
+
+class _NoTorchvisionNotice(logging.Filter):
+    """Drops the exporter's "torchvision is not installed. Skipping torchvision::nms" (one
+    line per torchvision op, four per export): segloc's models use no torchvision op."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("torchvision is not installed")
+
+
+@contextmanager
+def _without_torchvision_notices() -> Iterator[None]:
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    quiet = _NoTorchvisionNotice()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def export_onnx(
@@ -96,7 +117,11 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings():
+        with (
+            atomic_path(path, suffix=".onnx") as tmp,
+            warnings.catch_warnings(),
+            _without_torchvision_notices(),
+        ):
             # torch's exporter trips over its own pytree deprecation; nothing a caller can fix.
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             torch.onnx.export(
