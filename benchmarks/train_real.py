@@ -304,16 +304,19 @@ def _score(
     run: Path,
     data: Path,
     recipe: dict,
-    tta: bool,
+    tta: bool | None,
     panel_dir: Path | None = None,
     split: str = "val",
     per_case: bool = False,
-    checkpoint: str = "best",
+    checkpoint: str | None = "best",
 ) -> dict:
     """Predict the ``split`` cases of ``run`` and compute the recipe's metric.
 
-    ``checkpoint`` names the run's weights: ``best`` (chosen on the validation split) or
-    ``last`` (the end of training).
+    ``checkpoint`` names the run's weights: ``best`` (chosen on the validation split),
+    ``last`` (the end of training) or None (the run folder as ``segloc predict`` uses it:
+    ``model.safetensors`` when there is one); ``tta`` None does what the checkpoint decided.
+    The prediction is :meth:`Predictor.labels` of the probabilities (argmax, then the
+    checkpoint's keep-largest classes, if any).
 
     With ``per_case`` the result also maps each case to its mean foreground Dice, and for a
     binary recipe gives the misclassified pixels by their distance to the true boundary.
@@ -325,9 +328,8 @@ def _score(
     from segloc.metrics import confusion_counts, dice_from_counts
     from segloc.viz import comparison_panel
 
-    predictor = Predictor(
-        run / f"{checkpoint}.safetensors", device="cpu", tta=tta, overlap=0.5, batch_size=4
-    )
+    weights = run if checkpoint is None else run / f"{checkpoint}.safetensors"
+    predictor = Predictor(weights, device="cpu", tta=tta, overlap=0.5, batch_size=4)
     ignore = recipe["train"].get("ignore_index")
     k = predictor.num_classes
     rows, total, kept = [], None, []
@@ -342,7 +344,7 @@ def _score(
         _, labels, _ = load_case(case)
         spacing = meta.spacing if len(meta.spacing) == predictor.dims else None
         prob = predictor.predict(image, spacing=spacing)
-        pred = prob.argmax(0)
+        pred = predictor.labels(prob).astype(np.int64)
         counts = confusion_counts(pred, labels, num_classes=k, ignore_index=ignore)
         valid = labels != ignore if ignore is not None else np.ones(labels.shape, bool)
         row = {

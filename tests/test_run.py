@@ -140,9 +140,43 @@ def test_fit_runs_the_phases_in_order(tmp_path):
 def test_budget_is_checked_before_every_step_and_counts_validation(tmp_path):
     task = CountingTask(steps_per_epoch=50, sleep=0.02)
     done = _fit(task, RunFolder(tmp_path / "r"), Budget(seconds=0.2), progress=False)
-    # stopped inside the first epoch: far fewer than 50 steps, one row, validated
-    assert done.epoch == 1 and 3 <= done.step < 50
+    # stopped inside the first epoch (cut at a tenth of the budget, then validation and
+    # writing leave no room): far fewer than 50 steps, one row, validated
+    assert done.epoch == 1 and 1 <= done.step < 50
     assert math.isfinite(done.history[0]["val_score"])
+
+
+class SlowValidation(CountingTask):
+    """Validation takes ``val_sleep`` seconds; the end of the run needs ``tail`` more."""
+
+    def __init__(self, val_sleep: float, tail: float, **kw) -> None:
+        super().__init__(**kw)
+        self.val_sleep, self.tail = val_sleep, tail
+
+    def validate(self, epoch):
+        time.sleep(self.val_sleep)
+        return super().validate(epoch)
+
+    def tail_seconds(self, validation):
+        return self.tail
+
+
+def test_the_run_ends_on_its_budget_with_room_for_what_follows(tmp_path):
+    """spent (before fit) counts, the first epoch is cut at a tenth of the budget, and the
+    last step leaves room for the final validation and the task's tail."""
+    RunFolder(tmp_path / "warm").record([{"epoch": 1, "train_loss": 1.0}], {"x": [1.0]}, "")
+    task = SlowValidation(0.15, 0.3, steps_per_epoch=800, sleep=0.01)
+    t0 = time.perf_counter()
+    time.sleep(0.2)  # what the caller spent loading
+    done = _fit(task, RunFolder(tmp_path / "r"), Budget(seconds=4.0), spent=0.2, progress=False)
+    time.sleep(task.tail)  # what follows fit (decisions)
+    wall = time.perf_counter() - t0
+    first = done.history[0]["step"]
+    assert 1 <= first < 800 and done.epoch >= 2  # the first epoch was cut
+    assert wall <= 4.0 * 1.05 + 0.1, wall  # 0.1 s: the last epoch's writing varies
+    # the learning-rate schedule reached its end at the last step (progress by the clock)
+    progress = [c[1] for c in task.calls if c[0] == "step"]
+    assert progress[-1] > 0.8
 
 
 def test_patience_stops_and_best_is_kept(tmp_path):

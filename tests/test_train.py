@@ -430,6 +430,45 @@ def test_3d_and_bad_data(tmp_path):
     assert not (tmp_path / "p").exists()  # the refused runs left no folder
 
 
+def test_anisotropic_pooling_trains_and_predicts(tmp_path):
+    """A U-Net that pools the last axis later trains, checks its patch per axis, validates
+    whole volumes and predicts through the run folder."""
+    from segloc.engine.infer import Predictor
+
+    data = _disks(tmp_path / "data3", n=4, size=16, dims=3)
+    pools = {"pools": [[2, 2, 1], [2, 2, 2]]}  # multiples (4, 4, 2)
+    with pytest.raises(ValueError, match=r"divisible by \[4, 4, 2\]"):
+        train(
+            _config(
+                data,
+                tmp_path / "bad",
+                model="unet",
+                depth=2,
+                patch=[16, 14, 16],
+                extra_model_kwargs=pools,
+                epochs=1,
+            ),
+            progress=False,
+        )
+    result = train(
+        _config(
+            data,
+            tmp_path / "run",
+            model="unet",
+            depth=2,
+            patch=[16, 16, 10],
+            extra_model_kwargs=pools,
+            epochs=1,
+            samples_per_epoch=2,
+        ),
+        progress=False,
+    )
+    assert result.model.multiples == (4, 4, 2)
+    volume, _ = io.read_image(data / "images" / "c0.nii.gz")
+    prob = Predictor(tmp_path / "run", device="cpu").predict(volume[:, :, :15])
+    assert prob.shape == (2, 16, 16, 15) and np.allclose(prob.sum(0), 1, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- processes
 
 

@@ -727,3 +727,41 @@ def test_unet3d_overfits_a_hippocampus_volume():
         net, x, y, lr=1e-2, max_steps=120, check_every=5, until=lambda p: foreground_dice(p) > 0.92
     )
     assert foreground_dice(pred) > 0.9
+
+
+def test_pools_per_axis_pool_a_coarse_axis_later():
+    """nnU-Net's anisotropic pooling: the last axis is pooled from the second level on."""
+    net = UNet(
+        1,
+        3,
+        base_channels=4,
+        depth=3,
+        padding="same",
+        dims=3,
+        pools=[[2, 2, 1], [2, 2, 2], [2, 2, 2]],
+    )
+    assert net.multiples == (8, 8, 4)
+    x = torch.zeros(1, 1, 16, 24, 8)
+    assert net(x).shape == (1, 3, 16, 24, 8)
+    with pytest.raises(ValueError, match="use 16x24x8"):
+        net(torch.zeros(1, 1, 16, 24, 6))
+    # the default is 2 on every axis: the same parameters as without pools
+    plain = UNet(1, 3, base_channels=4, depth=2, padding="same", dims=3)
+    same = UNet(1, 3, base_channels=4, depth=2, padding="same", dims=3, pools=[[2] * 3] * 2)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in same.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("pools", "padding", "match"),
+    [
+        ([[2, 2, 1]], "same", "2 levels"),
+        ([[2, 2], [2, 2]], "same", "2 levels of 3"),
+        ([[2, 2, 3], [2, 2, 2]], "same", "factors 1 or 2"),
+        ([[2, 2, 1], [2, 2, 2]], "valid", "padding='same'"),
+    ],
+)
+def test_pools_are_checked(pools, padding, match):
+    with pytest.raises(ValueError, match=match):
+        UNet(1, 2, depth=2, padding=padding, dims=3, pools=pools)

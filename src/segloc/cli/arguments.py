@@ -56,7 +56,13 @@ def add_inference_options(p: argparse.ArgumentParser, *, backend: bool) -> None:
     """Sliding-window options of the commands that run a trained model."""
     p.add_argument("--overlap", type=finite_float, default=0.5, help="window overlap in [0, 1)")
     p.add_argument("--batch", type=int, default=4, help="windows per forward pass")
-    p.add_argument("--tta", action="store_true", help="average over the mirrored axes")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        default=None,
+        help="average over the mirrored axes (default: as decided on the run's validation split)",
+    )
+    p.add_argument("--no-tta", dest="tta", action="store_false", help="never average mirrors")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     if backend:
         p.add_argument("--backend", default="torch", choices=["torch", "onnx"])

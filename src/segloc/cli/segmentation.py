@@ -1,5 +1,5 @@
-"""Segmentation commands: ``train``, ``predict``, ``evaluate``, ``compare``, ``export``,
-``dataset check``."""
+"""Segmentation commands: ``plan``, ``train``, ``predict``, ``evaluate``, ``compare``,
+``export``, ``dataset check``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_compare(sub)
     add_export(sub)
     add_dataset(sub)
+    add_plan(sub)
     add_train(sub)
 
 
@@ -380,6 +381,47 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 2
 
 
+# --------------------------------------------------------------------------- plan
+
+
+def add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="fingerprint a dataset, time this machine and print a training plan",
+        description="Print the dataset's fingerprint and the plan segloc train would follow "
+        "(each choice with its reason), from a few seconds' timing probe on this machine. "
+        "Exit status 2 when the data cannot be trained on (the files are named).",
+    )
+    p.add_argument("--data", required=True, help="dataset folder (images/ + labels/ or masks/)")
+    p.add_argument("--time-budget", default="20m", help="the run's wall time (default 20m)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("-o", "--output", help="write the plan here (YAML for segloc train --config)")
+    p.add_argument("--images", help="image folder inside DIR (default: images)")
+    p.add_argument("--labels", help="label folder inside DIR (default: labels or masks)")
+    p.add_argument("--label-suffix", help="suffix of label names, e.g. _mask (default: detected)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the fingerprint")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from segloc.engine.planning import write_plan
+
+    planned = write_plan(
+        args.data,
+        args.output,
+        time_budget=args.time_budget,
+        device=args.device,
+        image_dir=args.images,
+        label_dir=args.labels,
+        label_suffix=args.label_suffix,
+        cache=not args.no_cache,
+    )
+    print(planned.report())
+    for problem in planned.fingerprint.problems:
+        print(f"segloc plan: error: {problem}", file=sys.stderr)
+    return 2 if planned.fingerprint.problems else 0
+
+
 # --------------------------------------------------------------------------- train
 
 # flag -> TrainConfig field; None defaults so that only the flags given override the YAML file
@@ -455,26 +497,43 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--deep-supervision", action="store_true", default=None, help="U-Net++: train all heads"
     )
     p.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        default=None,
+        help="plan the run (as segloc plan) and train the plan: the default without --config; "
+        "flags override the plan, and with --config the file too",
+    )
+    p.add_argument(
+        "--no-plan", dest="plan", action="store_false", help="no plan: the settings' defaults"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or epoch lines")
     add_read_options(p)
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from segloc.engine.config import TrainConfig
-    from segloc.engine.train import train
+    import time
+
+    started = time.perf_counter()  # the budget counts from here: imports, planning, loading
+    from segloc.engine.planning import plan_and_train
 
     names = [name for _, name, _, _ in _TRAIN_FLAGS] + ["resume", "deep_supervision"]
-    cfg = TrainConfig.from_sources(args.config, {n: getattr(args, n) for n in names})
-    result = train(cfg, progress=not args.quiet)
+    result = plan_and_train(
+        {n: getattr(args, n) for n in names},
+        config=args.config,
+        plan=args.plan if args.plan is not None else args.config is None,
+        progress=not args.quiet,
+        started=started,
+    )
     if result.best_epoch == 0:
         print(
             f"{result.out}: {result.epochs} epoch(s), no finite validation Dice (validation "
-            f"cases without foreground?) -> {result.out / 'last.safetensors'}"
+            f"cases without foreground?) -> {result.out / 'model.safetensors'}"
         )
         return 0
     print(
         f"{result.out}: {result.epochs} epoch(s), best validation Dice {result.best_dice:.4f} "
-        f"at epoch {result.best_epoch} -> {result.out / 'best.safetensors'}"
+        f"at epoch {result.best_epoch} -> {result.out / 'model.safetensors'}"
     )
     return 0

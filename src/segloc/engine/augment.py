@@ -465,6 +465,12 @@ class Augmenter:
         Ranges of the factors of :func:`adjust_intensity`.
     noise_std : (float, float)
         Range of the noise standard deviation (in normalised intensity units).
+    per_channel : bool
+        Draw brightness, contrast and gamma for each channel on its own (each channel of a
+        multi-channel scan comes from its own acquisition, and shifts on its own).
+    shift : (float, float), optional
+        Range of an additive offset (normalised units), drawn with ``p_intensity`` (per
+        channel with ``per_channel``); None: no offset.
     order : int
         Spline order for the image in the affine and elastic steps.
     mode : str
@@ -508,6 +514,8 @@ class Augmenter:
         noise_std: tuple[float, float] = (0.0, 0.1),
         order: int = 1,
         mode: str = "reflect",
+        per_channel: bool = False,
+        shift: tuple[float, float] | None = None,
     ) -> None:
         self.dims = check_choice(dims, (2, 3), name="dims")
         probs = {
@@ -550,6 +558,10 @@ class Augmenter:
         self.noise_std = _check_range(noise_std, name="noise_std", low=0.0)
         self.order = check_choice(order, range(6), name="order")
         self.mode = mode
+        if not isinstance(per_channel, bool):
+            raise TypeError(f"per_channel must be a bool, got {type(per_channel).__name__}")
+        self.per_channel = per_channel
+        self.shift = None if shift is None else _check_range(shift, name="shift")
 
     def __repr__(self) -> str:
         return (
@@ -603,12 +615,24 @@ class Augmenter:
                 order=self.order,
                 mode=self.mode,
             )
+        if self.per_channel:
+            image = np.concatenate(
+                [self._intensity(image[c : c + 1], rng) for c in range(image.shape[0])]
+            )
+        else:
+            image = self._intensity(image, rng)
+        if rng.random() < self.p_noise:
+            image = gaussian_noise(image, float(rng.uniform(*self.noise_std)), rng=rng)
+        return image, labels
+
+    def _intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Brightness, contrast, gamma (each with ``p_intensity``), then the offset."""
         factors = {}
         for name in ("brightness", "contrast", "gamma"):
             if rng.random() < self.p_intensity:
                 factors[name] = float(rng.uniform(*getattr(self, name)))
         if factors:
             image = adjust_intensity(image, **factors)
-        if rng.random() < self.p_noise:
-            image = gaussian_noise(image, float(rng.uniform(*self.noise_std)), rng=rng)
-        return image, labels
+        if self.shift is not None and rng.random() < self.p_intensity:
+            image = image + np.float32(rng.uniform(*self.shift))
+        return image

@@ -17,10 +17,32 @@ from typing import Any
 
 from segloc._validation import check_choice, check_positive
 from segloc.engine.augment import Augmenter
+from segloc.engine.preprocess import NORMALIZATIONS
 from segloc.engine.run import parse_duration
 from segloc.nn import SEGMENTATION_MODELS
 
 __all__ = ["TrainConfig"]
+
+
+def _yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML file (keys as written), or ValueError naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():  # a config the user named: bad input, as a missing image is
+        raise ValueError(f"{path}: no such file (the training config)")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: not valid YAML ({first})") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a training config must be a YAML mapping")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
 @dataclass
@@ -57,6 +79,14 @@ class TrainConfig:
         Learning rate over the run's progress (epochs, or elapsed time with a budget).
     warmup : float
         Fraction of the run with a linear learning-rate warm-up.
+    select : {"best", "last"}
+        The weights ``model.safetensors`` (what ``segloc predict`` uses) holds: those of
+        the best validation Dice, or those at the end of training.
+    decide : list of str
+        Choices made on the validation split after training and recorded in
+        ``model.safetensors`` for ``segloc predict``: ``"tta"`` (flip test-time augmentation
+        on or off) and ``"keep_largest"`` (keep only the largest connected component of a
+        class). Their scores go to ``decisions.json``.
     ema : float, optional
         Decay of an exponential moving average of the weights, e.g. 0.999; the average is
         validated and checkpointed. Off by default. The decay ramps up as
@@ -87,7 +117,15 @@ class TrainConfig:
         Validate every this many epochs (and at the end).
     patience : int, optional
         Early stopping: stop after this many validations without a better Dice.
-    normalize : {"zscore", "percentile", "minmax"} or None
+    normalize : {"zscore", "body", "ct", "percentile", "minmax"} or None
+        Per case and channel (:func:`segloc.engine.preprocess.normalize_case`): ``"body"``
+        z-scores over the image without its dark frame, ``"ct"`` clips and z-scores with the
+        dataset-wide ``intensity_stats``.
+    intensity_stats : list of dict, optional
+        Per channel ``lo``, ``hi``, ``mean``, ``std`` for ``normalize: ct``.
+    label_mapping : {"auto", "binary"}
+        How label files become classes: ``"auto"`` (0/255 masks -> 0/1, label maps kept) or
+        ``"binary"`` (any non-zero value -> 1: instance ids segmented as foreground).
     target_spacing : list of float, optional
         Resample 3D cases to this spacing first.
     ignore_index : int, optional
@@ -143,6 +181,8 @@ class TrainConfig:
     momentum: float = 0.99
     schedule: str = "poly"
     warmup: float = 0.0
+    select: str = "best"
+    decide: list[str] = field(default_factory=list)
     ema: float | None = None
     loss: str = "dice_ce"
     border_weight: float = 0.0
@@ -154,6 +194,8 @@ class TrainConfig:
     val_every: int = 1
     patience: int | None = None
     normalize: str | None = "zscore"
+    intensity_stats: list[dict[str, float]] | None = None
+    label_mapping: str = "auto"
     target_spacing: list[float] | None = None
     ignore_index: int | None = None
     label_suffix: str | None = None
@@ -185,31 +227,25 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
         """Read settings from a YAML mapping (keys as in ``segloc train --help``)."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():  # a config the user named: bad input, as a missing image is
-            raise ValueError(f"{path}: no such file (the training config)")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-        except yaml.YAMLError as err:
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"{path}: not valid YAML ({first})") from None
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a training config must be a YAML mapping")
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(_yaml_mapping(path), source=str(path))
 
     @classmethod
     def from_sources(
-        cls, path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
+        cls,
+        path: str | os.PathLike | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        plan: Mapping[str, Any] | None = None,
     ) -> TrainConfig:
-        """Settings of a YAML file (optional) with ``overrides`` on top; None values in
-        ``overrides`` leave the file's (or the default) value alone."""
-        values = cls.from_yaml(path).to_dict() if path else {}
+        """Settings in layers: the defaults, then ``plan`` (a planner's settings), then the
+        YAML file at ``path``, then ``overrides`` (the flags given): flag > file > plan.
+
+        None values in ``overrides`` leave the layers below alone; the file's keys count
+        as given only where the file names them.
+        """
+        values = dict(cls.from_dict(plan, source="plan").to_dict()) if plan else {}
+        if path:
+            values.update(_yaml_mapping(path))
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(values, source=str(path) if path else "command line")
 
@@ -244,7 +280,15 @@ class TrainConfig:
             raise ValueError("augment_kwargs needs augment 'default' or 'light', not 'none'")
         check_choice(self.precision, ("auto", "fp32", "bf16", "fp16"), name="precision")
         if self.normalize is not None:
-            check_choice(self.normalize, ("zscore", "percentile", "minmax"), name="normalize")
+            check_choice(self.normalize, NORMALIZATIONS, name="normalize")
+        if self.normalize == "ct" and not self.intensity_stats:
+            raise ValueError("normalize 'ct' needs intensity_stats (lo, hi, mean, std per channel)")
+        check_choice(self.label_mapping, ("auto", "binary"), name="label_mapping")
+        check_choice(self.select, ("best", "last"), name="select")
+        if not isinstance(self.decide, list) or not set(self.decide) <= {"tta", "keep_largest"}:
+            raise ValueError(
+                f"decide must be a list of 'tta' and 'keep_largest', got {self.decide!r}"
+            )
         for name in ("batch", "samples_per_epoch", "val_every", "panels", "cache_mib"):
             value = getattr(self, name)
             minimum = 0 if name in ("panels", "cache_mib") else 1

@@ -38,7 +38,7 @@ from torch import nn
 
 from segloc._validation import check_choice, check_not_inputs, check_spacing, naming
 from segloc.coco import detections_to_coco, write_coco_json
-from segloc.engine.preprocess import normalize, resample
+from segloc.engine.preprocess import normalize_case, resample
 from segloc.engine.run import resolve_device
 from segloc.engine.windows import (
     WindowStats,
@@ -80,14 +80,58 @@ __all__ = [
     "expand_inputs",
     "flip_tta",
     "gaussian_importance",
+    "keep_largest_classes",
     "load_predictor",
+    "model_depth",
+    "model_multiples",
     "predict_to_folder",
+    "predict_whole",
     "sliding_window_inference",
     "window_starts",
 ]
 
 #: the largest window overlap Predictor takes: windows 1/16 of a patch apart per axis
 MAX_OVERLAP = 0.9375
+
+
+def model_depth(model: nn.Module) -> int:
+    """Poolings of a segloc network (``depth`` or ``levels``; 4 when it names neither)."""
+    return int(getattr(model, "depth", getattr(model, "levels", 4)))
+
+
+def model_multiples(model: nn.Module, dims: int) -> tuple[int, ...]:
+    """Per axis, what a same-padding network's input must be a multiple of: the U-Net's
+    ``multiples`` (its pooling per axis), else ``2**depth`` on every axis."""
+    found = getattr(model, "multiples", None)
+    if found is not None and len(found) == dims:
+        return tuple(int(m) for m in found)
+    return (2 ** model_depth(model),) * dims
+
+
+def predict_whole(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Logits of a whole case ``(B, C, *spatial)``, padded to what the model accepts.
+
+    Same-padding models see the image zero-padded at the end of each axis to a multiple of
+    its pooling (``2**depth``, or the U-Net's per-axis ``multiples``) and the output is cropped
+    back; a valid-padding U-Net goes through
+    :func:`segloc.nn.unet.overlap_tile_predict`. Runs without gradients in the model's
+    current mode.
+    """
+    if getattr(model, "padding", "same") == "valid":
+        from segloc.nn.unet import overlap_tile_predict
+
+        return overlap_tile_predict(model, image)
+    spatial = image.shape[2:]
+    multiples = model_multiples(model, len(spatial))
+    pad: list[int] = []
+    for n, m in reversed(list(zip(spatial, multiples, strict=True))):
+        pad += [0, -(-n // m) * m - n]
+    with torch.no_grad():
+        x = nn.functional.pad(image, pad) if any(pad) else image
+        out = model(x)
+        if isinstance(out, (list, tuple)):
+            out = out[-1]
+    return out[(slice(None), slice(None), *(slice(0, n) for n in spatial))]
 
 
 # --------------------------------------------------------------------------- predictor
@@ -109,6 +153,27 @@ def _zoom_to(prob: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
+def keep_largest_classes(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """``labels`` with only the largest connected component of each class in ``classes``
+    (the other components become background, 0), as nnU-Net's post-processing.
+
+    Examples
+    --------
+    >>> keep_largest_classes(np.array([1, 1, 0, 1, 2]), [1]).tolist()
+    [1, 1, 0, 0, 2]
+    """
+    from segloc.masks import keep_largest
+
+    if not len(classes):
+        return labels
+    out = labels.copy()
+    for c in classes:
+        mask = labels == c
+        if mask.any():
+            out[mask & ~keep_largest(mask)] = 0
+    return out
+
+
 class _Probabilities:
     """What a predictor derives from its ``predict``: labels, files, the binary flag."""
 
@@ -124,11 +189,16 @@ class _Probabilities:
     @property
     def binary(self) -> bool:
         """True when the model's two classes stand for a 0/255 (or 0/1) mask."""
-        return self.num_classes == 2 and self.label_mapping == "auto"
+        return self.num_classes == 2 and self.label_mapping in ("auto", "binary")
 
     def labels(self, prob: np.ndarray) -> np.ndarray:
-        """Label map from probabilities: a bool mask for binary models, else int32 classes."""
+        """Label map from probabilities: a bool mask for binary models, else int32 classes.
+
+        Classes named in the checkpoint's ``keep_largest`` keep only their largest connected
+        component (the rest becomes background), as decided on the validation split.
+        """
         lab = np.argmax(prob, axis=0)
+        lab = keep_largest_classes(lab, self.meta.keep_largest)
         return lab.astype(bool) if self.binary else lab.astype(np.int32)
 
     def predict_labels(
@@ -200,7 +270,8 @@ class Predictor(_Probabilities):
         Passed to :func:`sliding_window_inference`. ``tta`` mirrors the axes the checkpoint's
         :class:`~segloc.nn.checkpoint.CheckpointMeta` names in ``flip_axes`` (those training
         mirrored: none when it did not flip), all axes when it names none (``None``, or a
-        checkpoint from before it was recorded).
+        checkpoint from before it was recorded). ``tta=None`` does what the checkpoint's
+        ``tta`` says (decided on the validation split after training), else no TTA.
     progress : bool
         tqdm bar over windows.
 
@@ -220,7 +291,7 @@ class Predictor(_Probabilities):
         backend: str = "torch",
         overlap: float = 0.5,
         batch_size: int = 4,
-        tta: bool = False,
+        tta: bool | None = None,
         mode: str = "gaussian",
         sigma_scale: float = 0.125,
         progress: bool = False,
@@ -248,7 +319,8 @@ class Predictor(_Probabilities):
         self.normalize, self.target_spacing = meta.normalize, meta.target_spacing
         self.label_mapping = meta.label_mapping
         self.backend = backend
-        self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
+        self.overlap, self.batch_size = overlap, batch_size
+        self.tta = bool(meta.tta) if tta is None else bool(tta)
         # the axes training mirrored (None: not recorded, all); TTA mirrors only those
         self.tta_axes = meta.flip_axes
         self.mode, self.sigma_scale, self.progress = mode, sigma_scale, progress
@@ -338,9 +410,7 @@ class Predictor(_Probabilities):
     def normalized(self, image: np.ndarray) -> np.ndarray:
         """``(C, *spatial)`` float32: the image as the network sees it (before resampling)."""
         x = self.channels_first(image)
-        if self.normalize is None:
-            return x.astype(np.float32)
-        return normalize(x, self.normalize, channel_axis=0)
+        return normalize_case(x, self.normalize, stats=self.meta.intensity_stats)
 
     def _prepare(
         self, image: np.ndarray, spacing: Sequence[float] | None

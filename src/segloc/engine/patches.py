@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from segloc._validation import check_choice, check_positive
 from segloc.engine.data import CaseFiles, load_case
-from segloc.engine.preprocess import normalize, resample
+from segloc.engine.preprocess import NORMALIZATIONS, normalize_case, resample
 
 __all__ = [
     "PadCollate",
@@ -202,8 +202,11 @@ class SegmentationDataset(Dataset):
     augment : callable, optional
         ``augment(image, labels, rng=generator) -> (image, labels)``, e.g.
         :class:`segloc.engine.augment.Augmenter`.
-    normalize : {"zscore", "percentile", "minmax"} or None
-        Per-channel normalisation over the whole case; None only casts to float32.
+    normalize : {"zscore", "body", "ct", "percentile", "minmax"} or None
+        Per-channel normalisation of each case (:func:`segloc.engine.preprocess.normalize_case`);
+        None only casts to float32.
+    intensity_stats : sequence of dict, optional
+        Per channel ``lo``, ``hi``, ``mean``, ``std``: the dataset-wide figures of ``"ct"``.
     cache : bool or int
         Keep loaded (resampled, normalised) cases in memory: True for all, an int for at
         most that many MiB (least recently used dropped first), False for none. Each
@@ -243,12 +246,14 @@ class SegmentationDataset(Dataset):
         target_spacing: Sequence[float] | None = None,
         pixel_weight: Callable[[np.ndarray], np.ndarray] | None = None,
         seed: int = 0,
+        intensity_stats: Sequence[Mapping[str, float]] | None = None,
     ) -> None:
         self.cases = list(cases)
         if not self.cases:
             raise ValueError("cases must not be empty")
         if normalize is not None:
-            check_choice(normalize, ("zscore", "percentile", "minmax"), name="normalize")
+            check_choice(normalize, NORMALIZATIONS, name="normalize")
+        self.intensity_stats = None if intensity_stats is None else list(intensity_stats)
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable, got {type(augment).__name__}")
         if pixel_weight is not None and not callable(pixel_weight):
@@ -301,10 +306,7 @@ class SegmentationDataset(Dataset):
         if self.target_spacing is not None:
             image, _ = resample(image, meta.spacing, self.target_spacing, order=1, channel_axis=0)
             labels, _ = resample(labels, meta.spacing, self.target_spacing, order=0)
-        if self.normalize is None:
-            image = image.astype(np.float32)
-        else:
-            image = normalize(image, self.normalize, channel_axis=0)
+        image = normalize_case(image, self.normalize, stats=self.intensity_stats)
         size = image.nbytes + labels.nbytes
         if size <= self._cache_limit:
             while self._cache and self._cache_bytes + size > self._cache_limit:

@@ -12,7 +12,7 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,10 @@ from scipy import ndimage as ndi
 
 from segloc._validation import check_choice, check_image, check_spacing
 
-__all__ = ["normalize", "resample"]
+__all__ = ["NORMALIZATIONS", "body_mask", "normalize", "normalize_case", "resample"]
+
+#: the per-case normalisations of training and inference (:func:`normalize_case`)
+NORMALIZATIONS = ("zscore", "body", "ct", "percentile", "minmax")
 
 
 def _spatial_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -192,3 +195,96 @@ def resample(
         out = out.astype(np.float32, copy=False)
     new_spacing = tuple(s * n / m for s, n, m in zip(spacing, spatial, new_shape, strict=True))
     return out, new_spacing
+
+
+def body_mask(image: Any) -> np.ndarray:
+    """The body of a ``(C, *spatial)`` image: everything but a dark frame around it.
+
+    A pixel is dark in a channel when it lies in the lowest tenth of the channel's 1-99
+    percentile range; the frame is the dark pixels (dark in most channels: two of three, one
+    of one) connected to the image border. The rest is the body: the head of an MRI slice
+    without the air around it, the patient of a CT without the table's surroundings. A
+    channel with a bright or text-marked background is outvoted by the others. Images
+    without such a frame, or whose frame would leave less than 5% of the image, are all
+    body.
+
+    Returns
+    -------
+    bool ndarray of the spatial shape
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros((1, 8, 8)); x[0, 2:6, 2:6] = np.arange(16).reshape(4, 4) + 10
+    >>> int(body_mask(x).sum())
+    16
+    """
+    image = np.asarray(image)
+    if image.ndim < 2:
+        raise ValueError(f"image must be (C, *spatial), got shape {image.shape}")
+    spatial = image.shape[1:]
+    step = tuple(slice(None, None, max(1, n // 64)) for n in spatial)
+    votes = np.zeros(spatial, np.int32)
+    for channel in image:
+        lo, hi = np.percentile(channel[step], [1, 99])
+        votes += channel <= lo + 0.1 * (hi - lo)
+    dark = votes * 2 > image.shape[0]
+    labels, _ = ndi.label(dark)
+    edge = np.zeros(spatial, bool)
+    for axis in range(len(spatial)):
+        index = [slice(None)] * len(spatial)
+        for end in (0, -1):
+            index[axis] = end
+            edge[tuple(index)] = True
+    frame_ids = np.unique(labels[edge & dark])
+    body = ~np.isin(labels, frame_ids[frame_ids > 0])
+    return body if body.mean() >= 0.05 else np.ones(spatial, bool)
+
+
+def normalize_case(
+    image: Any, method: str | None, *, stats: Sequence[Mapping[str, float]] | None = None
+) -> np.ndarray:
+    """Normalise a ``(C, *spatial)`` case for a model, as training and inference both do.
+
+    - ``"zscore"``: each channel ``(x - mean) / std`` over the whole image.
+    - ``"body"``: each channel z-scored over :func:`body_mask` (the frame is left out of
+      the statistics and set to 0, the body's mean), as nnU-Net does for MRI whose
+      non-zero region is much smaller than the image [1]_.
+    - ``"ct"``: nnU-Net's CT scheme [1]_ with dataset-wide figures: each channel clipped to
+      ``stats[c]["lo"]``..``["hi"]`` (the foreground's 0.5 and 99.5 percentiles) and
+      z-scored with ``["mean"]`` and ``["std"]`` (the foreground's).
+    - ``"percentile"``, ``"minmax"``: per image, see :func:`normalize`.
+    - None: float32 only.
+
+    References
+    ----------
+    .. [1] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[[0.0, 10.0, 30.0]]])
+    >>> normalize_case(x, "ct", stats=[{"lo": 0, "hi": 20, "mean": 10, "std": 5}]).tolist()
+    [[[-2.0, 0.0, 2.0]]]
+    """
+    image = np.asarray(image)
+    if method is None:
+        return image.astype(np.float32)
+    check_choice(method, NORMALIZATIONS, name="normalize")
+    if method == "ct":
+        if stats is None or len(stats) != image.shape[0]:
+            raise ValueError(
+                f"normalize 'ct' needs intensity stats for each of the {image.shape[0]} "
+                f"channel(s), got {stats!r}"
+            )
+        out = np.empty(image.shape, np.float32)
+        for c, (channel, s) in enumerate(zip(image, stats, strict=True)):
+            x = np.clip(channel.astype(np.float32), s["lo"], s["hi"])
+            out[c] = (x - np.float32(s["mean"])) / np.float32(max(s["std"], 1e-8))
+        return out
+    if method == "body":
+        body = body_mask(image)
+        out = normalize(image, "zscore", channel_axis=0, mask=body)
+        out[:, ~body] = 0.0
+        return out
+    return normalize(image, method, channel_axis=0)

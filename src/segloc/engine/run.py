@@ -11,8 +11,13 @@ other files after it, and stops early on ``patience``.
 The rules, the same for every trainer:
 
 - **budget**: the wall clock is checked before every step (rank 0's clock under DDP, shared
-  with the other ranks); validation time counts; a resumed run continues the same budget
-  (``elapsed`` is part of the state);
+  with the other ranks); everything counts -- what the caller spent before :func:`fit`
+  (``spent``: loading the data, planning), validation, writing checkpoints and curves -- and
+  the last step leaves room for what follows it: the final validation (as long as the last
+  one) and the task's own ``tail_seconds`` (decisions taken after training), so that the
+  whole run ends on the budget; so that the clock knows early what a validation costs, the
+  first epoch of a timed run ends after a tenth of the budget at the latest; a resumed
+  run continues the same budget (``elapsed`` is part of the state);
 - **resume**: ``resume=True`` needs ``state.pt`` in the run folder, and a run folder that
   holds one is never started afresh over it; the state is read with
   ``torch.load(weights_only=True)``, so nothing is unpickled;
@@ -293,11 +298,16 @@ class RunFolder:
     path : path-like
     main : bool
         Whether this process writes (rank 0 under DDP); the others only read.
+    files : mapping, optional
+        Name -> text of further files :meth:`create` writes beside ``config.yaml`` (a plan).
     """
 
-    def __init__(self, path: str | os.PathLike, *, main: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, main: bool = True, files: Mapping[str, str] | None = None
+    ) -> None:
         self.path = Path(path)
         self.main = main
+        self.files = dict(files or {})
         self.config = self.path / "config.yaml"
         self.split = self.path / "split.json"
         self.metrics = self.path / "metrics.csv"
@@ -305,6 +315,7 @@ class RunFolder:
         self.state = self.path / STATE_FILE
         self.best = self.path / "best.safetensors"
         self.last = self.path / "last.safetensors"
+        self.model = self.path / "model.safetensors"
 
     def begin(self, *, resume: bool) -> dict[str, Any] | None:
         """The resume guard: the saved state with ``resume``, else None for a fresh run.
@@ -340,6 +351,8 @@ class RunFolder:
         write_atomic(self.config, lambda tmp: tmp.write_text(text))
         doc = json.dumps({k: list(v) for k, v in split.items()}, indent=1)
         write_atomic(self.split, lambda tmp: tmp.write_text(doc))
+        for name, content in self.files.items():
+            write_atomic(self.path / name, lambda tmp, c=content: tmp.write_text(c))
 
     def save_state(self, state: Mapping[str, Any]) -> None:
         save_training_state(self.state, state)
@@ -381,17 +394,24 @@ class Budget:
         seconds = parse_duration(time_budget) if time_budget is not None else None
         return cls(epochs, seconds)
 
-    def progress(self, step: int, steps_per_epoch: int, elapsed: float) -> float:
-        """Fraction of the run done, by steps or by the clock, whichever is further."""
+    def progress(
+        self, step: int, steps_per_epoch: int, elapsed: float, reserve: float = 0.0
+    ) -> float:
+        """Fraction of the run done, by steps or by the clock, whichever is further.
+
+        By the clock the run ends ``reserve`` seconds before the budget (the time what
+        follows the last step needs), so a schedule reaches its end at the last step.
+        """
         parts = []
         if self.epochs is not None:
             parts.append(step / (self.epochs * max(steps_per_epoch, 1)))
         if self.seconds is not None:
-            parts.append(elapsed / self.seconds)
+            usable = self.seconds - reserve
+            parts.append(elapsed / usable if usable > 0 else 1.0)
         return min(max(parts), 1.0)
 
-    def out_of_time(self, elapsed: float) -> bool:
-        return self.seconds is not None and elapsed >= self.seconds
+    def out_of_time(self, elapsed: float, reserve: float = 0.0) -> bool:
+        return self.seconds is not None and elapsed + reserve >= self.seconds
 
     def done(self, epoch: int, elapsed: float) -> bool:
         return (self.epochs is not None and epoch >= self.epochs) or self.out_of_time(elapsed)
@@ -493,6 +513,7 @@ def fit(
     dist: Dist = Dist(),
     progress: bool = True,
     title: str = "",
+    spent: float = 0.0,
 ) -> Progress:
     """Train ``task`` until ``budget`` (or ``patience``) ends it; see the module docstring.
 
@@ -508,7 +529,7 @@ def fit(
         A saved state to resume from (:meth:`RunFolder.begin`); the task's own part is
         restored here, as are the random generators.
     val_every : int
-        Validate every this many epochs, and at the end.
+        Validate every this many epochs, after the first and at the end.
     patience : int, optional
         Stop after this many validations without a better score.
     dist : Dist
@@ -516,6 +537,8 @@ def fit(
         A tqdm bar per epoch and a line per validation (main process).
     title : str
         Title of ``curves.png``.
+    spent : float
+        Seconds of the budget the caller spent before this call (loading, planning).
 
     Returns
     -------
@@ -528,6 +551,7 @@ def fit(
         set_rng_state(state["rng"])
     run.create(config, split)
     p = done_before
+    clock = _Clock(p.elapsed + spent, dist, task.device)
     done = budget.done(p.epoch, p.elapsed)
     if done and state is not None and run.main and p.history:
         # nothing left to train, but a kill after the last state was saved can have left the
@@ -535,10 +559,16 @@ def fit(
         _write_outputs(task, run, p, title)
     while not done:
         p.epoch += 1
-        row, out_of_time = _train_epoch(task, budget, p, dist, progress)
+        steps_before = p.step
+        row, out_of_time = _train_epoch(task, budget, p, dist, progress, clock)
+        if out_of_time and p.step == steps_before and p.history:
+            # the clock ran out before this epoch's first step: the last epoch was the end
+            p.epoch -= 1
+            break
         done = out_of_time or (budget.epochs is not None and p.epoch >= budget.epochs)
         stop_early = False
-        if run.main and (done or p.epoch % val_every == 0):
+        # the first epoch is always validated: its time is what the end of the run reserves
+        if run.main and (done or p.epoch % val_every == 0 or p.epoch == 1):
             t0 = time.perf_counter()
             row.update(task.validate(p.epoch))
             score = row[task.score]
@@ -549,8 +579,9 @@ def fit(
             else:
                 p.since_best += 1
             task.validated(p.epoch, best=best or p.best_epoch == 0)
-            p.elapsed += time.perf_counter() - t0
-            out_of_time = budget.out_of_time(p.elapsed)
+            clock.validation = time.perf_counter() - t0
+            p.elapsed = clock.now()
+            out_of_time = budget.out_of_time(p.elapsed, clock.reserve(task))
             stop_early = patience is not None and p.since_best >= patience
             if progress:
                 name = task.score.removeprefix("val_").replace("_", " ")
@@ -562,18 +593,55 @@ def fit(
         p.history.append(row)
         # validation time counts: a budget spent during it ends the run here
         done = done or dist.any(stop_early or out_of_time, task.device)
-        p.elapsed = dist.shared(p.elapsed, task.device)
+        p.elapsed = dist.shared(clock.now(), task.device)
         if run.main:
+            t0 = time.perf_counter()
             # the resume point first: a kill between these writes leaves the other files at
             # most one epoch behind it, never ahead (a resume rewrites them)
             run.save_state({**task.state_dict(), **p.to_state(task.score), "rng": rng_state()})
             _write_outputs(task, run, p, title)
+            clock.writing = time.perf_counter() - t0
         dist.barrier()
+        p.elapsed = dist.shared(clock.now(), task.device)
     return p
 
 
+class _Clock:
+    """The run's wall clock (rank 0's under DDP) and what the end of the run needs.
+
+    ``now()`` counts from ``elapsed`` seconds before its creation; ``reserve(task)`` is what
+    must be left after the last step: a final validation as long as the last one, the
+    writing of the last epoch's files and the task's ``tail_seconds`` (if it has one).
+    """
+
+    def __init__(self, elapsed: float, dist: Dist, device: torch.device) -> None:
+        self.start = time.perf_counter() - elapsed
+        self.begin = elapsed  # where training starts on this clock
+        self.dist, self.device = dist, device
+        self.validation = 0.0
+        self.writing = 0.0
+        self.epochs = 0  # epochs begun in this process
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start
+
+    def shared_now(self) -> float:
+        return self.dist.shared(self.now(), self.device)
+
+    def first_cut(self, budget: Budget, seconds: float) -> bool:
+        """End the first epoch of a timed run (in this process) after a tenth of the budget
+        of training: its validation tells the clock what the end of the run needs before it
+        is too late. ``seconds`` is rank 0's clock, so every rank cuts at the same step."""
+        return budget.seconds is not None and seconds - self.begin >= 0.1 * budget.seconds
+
+    def reserve(self, task: Any) -> float:
+        tail = getattr(task, "tail_seconds", None)
+        extra = float(tail(self.validation)) if tail is not None else 0.0
+        return self.validation + self.writing + extra
+
+
 def _train_epoch(
-    task: Task, budget: Budget, p: Progress, dist: Dist, progress: bool
+    task: Task, budget: Budget, p: Progress, dist: Dist, progress: bool, clock: _Clock
 ) -> tuple[dict[str, Any], bool]:
     """The steps of epoch ``p.epoch``; its metrics row and whether the clock ran out."""
     from tqdm.auto import tqdm
@@ -587,17 +655,24 @@ def _train_epoch(
     )
     sums: dict[str, float] = {}
     seen = skipped = 0
-    start = time.perf_counter()
     out_of_time = False
+    # rank 0 validates and writes: its figures decide for every rank
+    reserve = dist.shared(clock.reserve(task), task.device)
+    first = clock.epochs == 0
+    clock.epochs += 1
     try:
         for batch in task.batches(p.epoch):
             # rank 0's clock decides for every rank: the same learning rate and the same last
             # step everywhere, or DDP ranks would drift apart or wait for each other
-            seconds = dist.shared(p.elapsed + time.perf_counter() - start, task.device)
-            if budget.out_of_time(seconds):
+            seconds = clock.shared_now()
+            if budget.out_of_time(seconds, reserve):
                 out_of_time = True
                 break
-            losses = task.train_step(batch, budget.progress(p.step, task.steps_per_epoch, seconds))
+            if first and seen and clock.first_cut(budget, seconds):
+                break
+            losses = task.train_step(
+                batch, budget.progress(p.step, task.steps_per_epoch, seconds, reserve)
+            )
             p.step += 1
             bar.update(1)
             if not math.isfinite(losses["loss"]):  # the task skipped the update
@@ -620,13 +695,13 @@ def _train_epoch(
         if "DataLoader worker" not in str(err):
             raise
         bar.close()
-        first = str(err).strip().splitlines()[0]
+        message = str(err).strip().splitlines()[0]
         raise ChildProcessError(
-            f"a data-loading worker died in epoch {p.epoch} ({first}); the run folder keeps "
+            f"a data-loading worker died in epoch {p.epoch} ({message}); the run folder keeps "
             "the last epoch: continue with --resume (fewer workers if memory ran short)"
         ) from None
     bar.close()
-    p.elapsed = dist.shared(p.elapsed + time.perf_counter() - start, task.device)
+    p.elapsed = clock.shared_now()
     task.end_epoch(dist)
     row: dict[str, Any] = {"epoch": p.epoch, "step": p.step, "seconds": round(p.elapsed, 2)}
     row["lr"] = task.current_lr()

@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import functools
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +59,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from segloc._validation import write_atomic
 from segloc.engine.augment import Augmenter
 from segloc.engine.config import TrainConfig
 from segloc.engine.data import CaseFiles, find_cases, split_cases
+from segloc.engine.infer import model_depth as _depth
+from segloc.engine.infer import model_multiples, predict_whole
 from segloc.engine.patches import SegmentationDataset, worker_init_fn
 from segloc.engine.run import Budget, Dist, RunFolder, fit, lr_factor, resolve_device
 from segloc.metrics import overlap_scores
@@ -68,7 +72,6 @@ from segloc.nn import create_model
 from segloc.nn.checkpoint import CheckpointMeta, save_checkpoint
 from segloc.nn.fast import to_channels_last
 from segloc.nn.losses import CrossEntropyLoss, DeepSupervisionLoss, DiceCELoss, DiceLoss
-from segloc.nn.unet import overlap_tile_predict
 from segloc.nn.weight_map import label_weight_map
 from segloc.viz import comparison_panel
 
@@ -115,33 +118,6 @@ def _model_kwargs(cfg: TrainConfig, dims: int, in_channels: int, classes: int) -
         )
     kwargs.update(cfg.extra_model_kwargs)
     return kwargs
-
-
-def _depth(model: nn.Module) -> int:
-    return int(getattr(model, "depth", getattr(model, "levels", 4)))
-
-
-def predict_whole(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """Logits of a whole case ``(B, C, *spatial)``, padded to what the model accepts.
-
-    Same-padding models see the image zero-padded at the end of each axis to a multiple of
-    ``2**depth`` and the output is cropped back; a valid-padding U-Net goes through
-    :func:`segloc.nn.unet.overlap_tile_predict`. Runs without gradients in the model's
-    current mode.
-    """
-    if getattr(model, "padding", "same") == "valid":
-        return overlap_tile_predict(model, image)
-    m = 2 ** _depth(model)
-    spatial = image.shape[2:]
-    pad: list[int] = []
-    for n in reversed(spatial):
-        pad += [0, -(-n // m) * m - n]
-    with torch.no_grad():
-        x = nn.functional.pad(image, pad) if any(pad) else image
-        out = model(x)
-        if isinstance(out, (list, tuple)):
-            out = out[-1]
-    return out[(slice(None), slice(None), *(slice(0, n) for n in spatial))]
 
 
 def _loss(cfg: TrainConfig) -> nn.Module:
@@ -364,16 +340,19 @@ class _Data:
     augmenter: Augmenter | None
 
 
-def _check_patch(cfg: TrainConfig, dims: int, shapes: list, depth: int) -> None:
-    """Fill in or check ``cfg.patch`` (divisible by ``2**depth``, not mostly padding)."""
+def _check_patch(cfg: TrainConfig, dims: int, shapes: list, shell: nn.Module) -> None:
+    """Fill in or check ``cfg.patch`` (divisible by the pooling, not mostly padding)."""
+    depth = _depth(shell)
+    multiples = model_multiples(shell, dims)
     if cfg.patch is None:
         cfg.patch = _default_patch(dims, shapes, depth)
     elif len(cfg.patch) == 1:
         cfg.patch = cfg.patch * dims
     if len(cfg.patch) != dims:
         raise ValueError(f"patch must have {dims} values for {dims}D data, got {cfg.patch}")
-    if any(p % 2**depth for p in cfg.patch):
-        raise ValueError(f"patch {cfg.patch} must be divisible by 2**depth = {2**depth}")
+    if any(p % m for p, m in zip(cfg.patch, multiples, strict=True)):
+        what = f"2**depth = {2**depth}" if len(set(multiples)) == 1 else f"{list(multiples)}"
+        raise ValueError(f"patch {cfg.patch} must be divisible by {what}")
     largest = [int(n) for n in np.max(np.array(shapes), axis=0)]
     room = _largest_padded(shapes, depth)
     if any(p > 2 * r for p, r in zip(cfg.patch, room, strict=True)):
@@ -395,6 +374,8 @@ def _prepare_data(cfg: TrainConfig, dist: Dist) -> _Data:
     train_cases, val_cases = _cases(cfg)
     common = {
         "normalize": cfg.normalize,
+        "intensity_stats": cfg.intensity_stats,
+        "label_mapping": cfg.label_mapping,
         "cache": cfg.cache_mib,
         "ignore_index": cfg.ignore_index,
         "target_spacing": cfg.target_spacing,
@@ -407,7 +388,7 @@ def _prepare_data(cfg: TrainConfig, dist: Dist) -> _Data:
     _check_classes(cfg, survey, val_survey)
     if cfg.model in _MODELS_3D and dims != 3:
         raise ValueError(f"model {cfg.model!r} is 3D but {cfg.data} holds {dims}D images")
-    _check_patch(cfg, dims, shapes, _depth(_shell(cfg, dims, channels)))
+    _check_patch(cfg, dims, shapes, _shell(cfg, dims, channels))
     if cfg.lr is None:
         cfg.lr = 0.01 if cfg.optimizer == "sgd" else 1e-3
     augmenter = _augmenter(cfg, dims)
@@ -552,10 +533,11 @@ class _SegmentationTask:
             normalize=cfg.normalize,
             target_spacing=None if cfg.target_spacing is None else tuple(cfg.target_spacing),
             ignore_index=cfg.ignore_index,
-            label_mapping="auto",
+            label_mapping=cfg.label_mapping,
             # what the model was taught to be mirror-invariant along: flip TTA averages
             # over these axes only
             flip_axes=_flip_axes(data.augmenter),
+            intensity_stats=None if cfg.intensity_stats is None else tuple(cfg.intensity_stats),
         )
         self._loader()
         self._shown: list = []
@@ -623,6 +605,17 @@ class _SegmentationTask:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def tail_seconds(self, validation: float) -> float:
+        """What follows training (:func:`_finish`), from the last validation pass (without
+        its panels): one pass without and, for TTA, one per mirror combination, plus writing
+        the model (a quarter of a second)."""
+        if not self.cfg.decide:
+            return 0.25
+        flips = self.meta.flip_axes
+        mirrors = 2 ** (self.data.dims if flips is None else len(flips))
+        passes = 1 + (mirrors if "tta" in self.cfg.decide and flips != [] else 0)
+        return 0.25 + passes * getattr(self, "_val_seconds", validation)
+
     def end_epoch(self, dist: Dist) -> None:
         dist.sync_buffers(self.model)
         if self.ema is not None:
@@ -630,9 +623,11 @@ class _SegmentationTask:
 
     def validate(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
+        t0 = time.perf_counter()
         row, self._shown = _validate(
             self.scored, self.data.val, cfg.classes, cfg.ignore_index, self.device, cfg.panels
         )
+        self._val_seconds = time.perf_counter() - t0
         return row
 
     def validated(self, epoch: int, best: bool) -> None:
@@ -683,7 +678,13 @@ class _SegmentationTask:
 # --------------------------------------------------------------------------- training
 
 
-def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> TrainResult:
+def train(
+    config: TrainConfig | Mapping[str, Any],
+    *,
+    progress: bool = True,
+    started: float | None = None,
+    files: Mapping[str, str] | None = None,
+) -> TrainResult:
     """Train a segmentation model as described by ``config``; see the module docstring.
 
     Parameters
@@ -692,6 +693,11 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         Settings (a mapping goes through :meth:`TrainConfig.from_dict`).
     progress : bool
         Show a tqdm bar per epoch with the loss (on rank 0).
+    started : float, optional
+        ``time.perf_counter()`` when the run began (e.g. before planning it): the time
+        budget counts from there. Default: this call.
+    files : mapping, optional
+        File name -> text to keep in the run folder (``plan.yaml``, ``fingerprint.json``).
 
     Returns
     -------
@@ -704,6 +710,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
     FileNotFoundError
         ``resume`` without a state in the run folder.
     """
+    started = time.perf_counter() if started is None else started
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg = dataclasses.replace(cfg).validate()
     dist = Dist.from_env()
@@ -712,7 +719,7 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    run = RunFolder(cfg.out, main=dist.main)
+    run = RunFolder(cfg.out, main=dist.main, files=files)
     state = run.begin(resume=cfg.resume)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002 (libraries drawing from the global state)
@@ -732,5 +739,47 @@ def train(config: TrainConfig | Mapping[str, Any], *, progress: bool = True) -> 
         dist=dist,
         progress=progress,
         title=f"{cfg.model} on {Path(cfg.data).name}",
+        spent=time.perf_counter() - started,
     )
+    if dist.main:
+        _finish(task, run, done)
     return TrainResult(run.path, done.best, done.best_epoch, done.epoch, done.history, task.scored)
+
+
+def _finish(task: _SegmentationTask, run: RunFolder, done: Any) -> None:
+    """``model.safetensors``: the weights ``select`` names, with the choices ``decide`` made
+    on the validation split (scores in ``decisions.json``)."""
+    import json
+
+    from segloc.engine.decisions import decide
+    from segloc.nn.checkpoint import load_model
+
+    cfg = task.cfg
+    model = task.scored
+    source = run.last
+    if cfg.select == "best" and run.best.is_file():
+        model, source = load_model(run.best, device=task.device), run.best
+    row = (
+        done.history[-1]
+        if source == run.last
+        else {"epoch": done.best_epoch, "val_dice": done.best}
+    )
+    meta = dataclasses.replace(task.meta, epoch=row["epoch"], val_dice=row.get("val_dice"))
+    if cfg.decide:
+        found = decide(
+            model,
+            task.data.val,
+            classes=cfg.classes,
+            choices=cfg.decide,
+            flip_axes=task.meta.flip_axes,
+            ignore_index=cfg.ignore_index,
+            device=task.device,
+        )
+        settings = found["settings"]
+        meta = dataclasses.replace(
+            meta, tta=settings["tta"], keep_largest=tuple(settings["keep_largest"])
+        )
+        found["weights"] = source.name
+        text = json.dumps(found, indent=1, sort_keys=True, allow_nan=True)
+        write_atomic(run.path / "decisions.json", lambda tmp: tmp.write_text(text))
+    save_checkpoint(run.model, cfg.model, task.kwargs, model, extra=meta.to_extra())

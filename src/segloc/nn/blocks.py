@@ -192,7 +192,8 @@ class ConvBlock(nn.Sequential):
 class Down(nn.Sequential):
     """2x2 (2x2x2) max pooling with stride 2, then a :class:`ConvBlock`.
 
-    Parameters are those of :class:`ConvBlock`.
+    Parameters are those of :class:`ConvBlock`, and ``scale``: the pooling factor, one for
+    every axis or one per axis (``(2, 2, 1)`` leaves the last axis alone).
     """
 
     def __init__(
@@ -204,9 +205,10 @@ class Down(nn.Sequential):
         dims: int = 2,
         padding: str = "valid",
         norm: str | None = None,
+        scale: int | tuple[int, ...] = 2,
     ) -> None:
         super().__init__(
-            max_pool_nd(dims)(2),
+            max_pool_nd(dims)(scale),
             ConvBlock(
                 in_channels,
                 out_channels,
@@ -237,6 +239,8 @@ class Up(nn.Module):
         ``up_channels``, which has fewer parameters and no checkerboard artefacts.
     dims, padding, norm
         As for :class:`ConvBlock`.
+    scale : int or tuple of int
+        Up-sampling factor, one for every axis or one per axis (the matching :class:`Down`'s).
 
     References
     ----------
@@ -255,16 +259,20 @@ class Up(nn.Module):
         dims: int = 2,
         padding: str = "valid",
         norm: str | None = None,
+        scale: int | tuple[int, ...] = 2,
     ) -> None:
         super().__init__()
         check_choice(mode, UP_MODES, name="up")
         up_channels = in_channels // 2 if up_channels is None else up_channels
         if mode == "transpose":
-            self.up: nn.Module = conv_transpose_nd(dims)(in_channels, up_channels, 2, stride=2)
+            self.up: nn.Module = conv_transpose_nd(dims)(
+                in_channels, up_channels, scale, stride=scale
+            )
         else:
+            factor = tuple(float(f) for f in scale) if isinstance(scale, tuple) else float(scale)
             self.up = nn.Sequential(
                 nn.Upsample(
-                    scale_factor=2,
+                    scale_factor=factor,
                     mode={2: "bilinear", 3: "trilinear"}[dims],
                     align_corners=False,
                 ),
@@ -276,7 +284,7 @@ class Up(nn.Module):
         self.crop = padding == "valid"
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.up(x)  # (B, up_channels, *2 * spatial)
+        x = self.up(x)  # (B, up_channels, *scale * spatial)
         if self.crop:
             skip = center_crop(skip, x.shape[2:])
         # The skip comes first, as in the paper's figure (white boxes, then blue).

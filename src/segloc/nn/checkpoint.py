@@ -49,7 +49,9 @@ class CheckpointError(ValueError):
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder's ``best.safetensors`` (else ``last.safetensors``).
+    """A checkpoint file, or a run folder's ``model.safetensors`` (the weights the run chose,
+    with the choices made on its validation split), else ``best.safetensors``, else
+    ``last.safetensors``.
 
     Raises
     ------
@@ -58,7 +60,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
+        for name in ("model.safetensors", "best.safetensors", "last.safetensors"):
             if (path / name).is_file():
                 return path / name
         raise FileNotFoundError(f"{path}: run folder without best.safetensors or last.safetensors")
@@ -84,6 +86,23 @@ def _ints(value: Any, key: str, path: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _stats(value: Any, path: Any) -> tuple[dict[str, float], ...] | None:
+    """Per-channel ``lo``, ``hi``, ``mean``, ``std`` figures, checked."""
+    if value is None:
+        return None
+    keys = ("lo", "hi", "mean", "std")
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(v, Mapping)
+        and all(isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool) for k in keys)
+        for v in value
+    )
+    if not ok:
+        raise CheckpointError(
+            f"{path}: checkpoint intensity_stats must be a list of {{lo, hi, mean, std}} numbers"
+        )
+    return tuple({k: float(v[k]) for k in keys} for v in value)
+
+
 @dataclass(frozen=True)
 class CheckpointMeta:
     """What inference needs of a segmentation checkpoint; the trainer writes it as ``extra``.
@@ -104,6 +123,15 @@ class CheckpointMeta:
         How label files became classes (:func:`segloc.engine.data.load_case`).
     flip_axes : tuple of int or None
         Spatial axes training mirrored (flip TTA mirrors only these); None: not recorded.
+    intensity_stats : tuple of dict or None
+        Per channel ``lo``, ``hi``, ``mean``, ``std``: the dataset-wide figures of the
+        ``"ct"`` normalisation.
+    tta : bool or None
+        Whether prediction averages the mirrored axes, as decided on the validation split
+        after training; None: not decided (prediction does as it is told, without by default).
+    keep_largest : tuple of int
+        Classes of which prediction keeps only the largest connected component (decided on
+        the validation split after training).
     epoch : int or None
     val_dice : float or None
         Where the weights were taken and their validation Dice.
@@ -118,13 +146,16 @@ class CheckpointMeta:
     ignore_index: int | None = None
     label_mapping: str | None = "auto"
     flip_axes: tuple[int, ...] | None = None
+    intensity_stats: tuple[dict[str, float], ...] | None = None
+    tta: bool | None = None
+    keep_largest: tuple[int, ...] = ()
     epoch: int | None = None
     val_dice: float | None = None
 
     def to_extra(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists, a non-finite Dice as None)."""
         out = dataclasses.asdict(self)
-        for key in ("patch_size", "target_spacing", "flip_axes"):
+        for key in ("patch_size", "target_spacing", "flip_axes", "intensity_stats", "keep_largest"):
             if out[key] is not None:
                 out[key] = list(out[key])
         if out["val_dice"] is not None and not math.isfinite(out["val_dice"]):
@@ -169,6 +200,9 @@ class CheckpointMeta:
         ignore = extra.get("ignore_index")
         if ignore is not None and (isinstance(ignore, bool) or not isinstance(ignore, int)):
             raise CheckpointError(f"{path}: checkpoint ignore_index must be an int or null")
+        tta = extra.get("tta")
+        if tta is not None and not isinstance(tta, bool):
+            raise CheckpointError(f"{path}: checkpoint tta must be true, false or null")
         return cls(
             dims=dims,
             in_channels=_int(extra, "in_channels", path, minimum=1),
@@ -179,6 +213,9 @@ class CheckpointMeta:
             ignore_index=ignore,
             label_mapping=extra.get("label_mapping"),
             flip_axes=None if flips is None else _ints(flips, "flip_axes", path),
+            intensity_stats=_stats(extra.get("intensity_stats"), path),
+            tta=tta,
+            keep_largest=_ints(extra.get("keep_largest") or [], "keep_largest", path),
             epoch=extra.get("epoch"),
             val_dice=extra.get("val_dice"),
         )

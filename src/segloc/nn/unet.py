@@ -63,6 +63,12 @@ class UNet(nn.Module):
         Çiçek's channel plan [2]_: in each level the first convolution outputs ``c`` and the second
         ``2c`` (32, 64 | 64, 128 | ...), the up-convolutions keep their channels and each decoder
         level outputs what its skip holds. See :func:`unet3d`.
+    pools : sequence of sequences of int, optional
+        ``same`` padding only: the pooling factor of each level per axis (``depth`` entries
+        of ``dims`` factors, 1 or 2), e.g. ``[[2, 2, 1], [2, 2, 1], [2, 2, 2]]`` pools the
+        last, coarsely sampled axis of an anisotropic volume only at the third level, as
+        nnU-Net does [3]_. Each axis must then be a multiple of the product of its factors.
+        Default: 2 on every axis at every level.
 
     Notes
     -----
@@ -74,6 +80,7 @@ class UNet(nn.Module):
     ----------
     .. [1] Ronneberger et al., MICCAI 2015. :doi:`10.1007/978-3-319-24574-4_28`
     .. [2] Çiçek et al., MICCAI 2016. :doi:`10.1007/978-3-319-46723-8_49`
+    .. [3] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`.
 
     Examples
     --------
@@ -97,6 +104,7 @@ class UNet(nn.Module):
         up: str = "transpose",
         dropout: float = 0.0,
         double_before_pool: bool = False,
+        pools: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = check_int(in_channels, name="in_channels", minimum=1)
@@ -115,6 +123,10 @@ class UNet(nn.Module):
                 f"double_before_pool must be a bool, got {type(double_before_pool).__name__}"
             )
         self.double_before_pool = double_before_pool
+        self.pools = _check_pools(pools, depth, dims, padding)
+        # per axis, what an input length must be a multiple of (same padding)
+        self.multiples = tuple(math.prod(level[a] for level in self.pools) for a in range(dims))
+        scales = [tuple(level) if len(set(level)) > 1 else level[0] for level in self.pools]
 
         common = {"dims": dims, "padding": padding, "norm": norm}
         c = [base_channels * 2**i for i in range(depth + 2)]
@@ -129,8 +141,16 @@ class UNet(nn.Module):
             [ConvBlock(in_channels, outs[0], mid_channels=mids[0], **common)]
         )
         for i in range(1, depth):
-            self.encoder.append(Down(outs[i - 1], outs[i], mid_channels=mids[i], **common))
-        self.bottleneck = Down(outs[depth - 1], outs[depth], mid_channels=mids[depth], **common)
+            self.encoder.append(
+                Down(outs[i - 1], outs[i], mid_channels=mids[i], scale=scales[i - 1], **common)
+            )
+        self.bottleneck = Down(
+            outs[depth - 1],
+            outs[depth],
+            mid_channels=mids[depth],
+            scale=scales[depth - 1],
+            **common,
+        )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         # decoder[i] works at level i; it runs from the deepest level up.
         self.decoder = nn.ModuleList()
@@ -143,6 +163,7 @@ class UNet(nn.Module):
                     outs[i],
                     up_channels=deeper if double_before_pool else deeper // 2,
                     mode=up,
+                    scale=scales[i],
                     **common,
                 )
             )
@@ -150,10 +171,10 @@ class UNet(nn.Module):
 
     # -- size arithmetic ------------------------------------------------------------------
 
-    def _axis_output(self, s: int) -> int | None:
+    def _axis_output(self, s: int, axis: int = 0) -> int | None:
         """Output length along one axis, or None if ``s`` cannot pass through the network."""
         if self.padding == "same":
-            return s if s > 0 and s % 2**self.depth == 0 else None
+            return s if s > 0 and s % self.multiples[axis] == 0 else None
         for _ in range(self.depth):
             s -= 4  # two unpadded 3x3 convolutions
             if s <= 0 or s % 2:
@@ -168,18 +189,18 @@ class UNet(nn.Module):
                 return None
         return s
 
-    def _valid_inputs(self) -> itertools.count:
+    def _valid_inputs(self, axis: int = 0) -> itertools.count:
         """Yield the valid input lengths of one axis in increasing order."""
         step = 2**self.depth
         if self.padding == "same":
-            return itertools.count(step, step)
+            return itertools.count(self.multiples[axis], self.multiples[axis])
         # Walking the encoder backwards from a pooled length t gives step * t + 4 * (step - 1).
         first = next(t for t in itertools.count(1) if self._axis_output(step * t + 4 * (step - 1)))
         return itertools.count(step * first + 4 * (step - 1), step)
 
-    def _nearest_valid(self, s: int) -> int:
+    def _nearest_valid(self, s: int, axis: int = 0) -> int:
         if self.padding == "same":
-            step = 2**self.depth
+            step = self.multiples[axis]
             return max(step, -(-s // step) * step)
         best = None
         for v in self._valid_inputs():
@@ -209,11 +230,11 @@ class UNet(nn.Module):
             (``padding="valid"``) or the next multiple of ``2**depth`` (``padding="same"``).
         """
         size = self._sizes(input_size, "input_size")
-        out = [self._axis_output(s) for s in size]
+        out = [self._axis_output(s, a) for a, s in enumerate(size)]
         if any(o is None for o in out):
             fix = tuple(
-                s if o is not None else self._nearest_valid(s)
-                for s, o in zip(size, out, strict=True)
+                s if o is not None else self._nearest_valid(s, a)
+                for a, (s, o) in enumerate(zip(size, out, strict=True))
             )
             raise ValueError(
                 f"input size {_fmt(size)} is not valid for this U-Net "
@@ -225,7 +246,8 @@ class UNet(nn.Module):
         """Smallest valid input size whose output is at least ``min_output`` along each axis."""
         size = self._sizes(min_output, "min_output")
         return tuple(
-            next(v for v in self._valid_inputs() if self._axis_output(v) >= s) for s in size
+            next(v for v in self._valid_inputs(a) if self._axis_output(v, a) >= s)
+            for a, s in enumerate(size)
         )
 
     # -- forward --------------------------------------------------------------------------
@@ -246,6 +268,26 @@ class UNet(nn.Module):
         for i in reversed(range(self.depth)):
             x = self.decoder[i](x, skips[i])
         return self.head(x)
+
+
+def _check_pools(
+    pools: Sequence[Sequence[int]] | None, depth: int, dims: int, padding: str
+) -> tuple[tuple[int, ...], ...]:
+    """The pooling factors of every level and axis (2 everywhere when ``pools`` is None)."""
+    if pools is None:
+        return ((2,) * dims,) * depth
+    if padding != "same":
+        raise ValueError("pools needs padding='same' (valid padding pools every axis by 2)")
+    levels = tuple(tuple(level) for level in pools)
+    if len(levels) != depth or any(
+        len(level) != dims
+        or any(isinstance(f, bool) or not isinstance(f, int) or f not in (1, 2) for f in level)
+        for level in levels
+    ):
+        raise ValueError(
+            f"pools must be {depth} levels of {dims} factors 1 or 2 (one per axis), got {pools!r}"
+        )
+    return levels
 
 
 def unet3d(

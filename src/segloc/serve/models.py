@@ -26,6 +26,10 @@ _progress = threading.local()  # the callback of the prediction running on this 
 _LIST_TTL = 10.0  # seconds a listing of the runs folder is reused
 
 
+#: the checkpoints of a run folder, in the order one stands for the run
+_RUN_FILES = ("model.safetensors", "best.safetensors", "last.safetensors")
+
+
 class UnknownModel(KeyError):
     """A model name that is not in the runs listing."""
 
@@ -72,10 +76,12 @@ class ModelStore:
             rel = path.relative_to(self.runs)
             if any(part.startswith(".") for part in rel.parts):
                 continue
-            if path.name in ("best.safetensors", "last.safetensors"):
+            if path.name in _RUN_FILES:
                 name = rel.parent.as_posix() or "."
-                # a run folder is one model: its best checkpoint, else its last
-                if name in found and found[name].name == "best.safetensors":
+                # a run folder is one model: its chosen model, else its best, else its last
+                if name in found and _RUN_FILES.index(found[name].name) < _RUN_FILES.index(
+                    path.name
+                ):
                     continue
                 found[name] = path
             else:

@@ -1,0 +1,246 @@
+"""The no-flag run against the hand-made recipe and today's defaults, one dataset at a time.
+
+Usage (one dataset per command, on an otherwise idle machine)::
+
+    python benchmarks/plan_table.py isbi --out benchmarks/results          # 3 x 20 min
+    python benchmarks/plan_table.py hippocampus --out benchmarks/results   # 3 x 30 min
+    python benchmarks/plan_table.py lgg|ph2|camvid --out benchmarks/results  # 3 x 10 min
+    python benchmarks/plan_table.py --table benchmarks/results             # the one table
+
+For dataset NAME (the recipes of ``benchmarks/train_real.py``) three runs train one after the
+other, each in a fresh process, for the recipe's minutes:
+
+- ``no-flag``: ``segloc train --data ../shared/data/FOLDER --time-budget T`` and nothing
+  else (the planner decides everything); scored as ``segloc predict`` uses the run folder
+  (its ``model.safetensors`` with the TTA and keep-largest decisions recorded there);
+- ``recipe``: the hand-made recipe (``train_real.py NAME --part segloc``), scored as
+  ``train_real.py`` does (best checkpoint, flip TTA);
+- ``defaults``: ``segloc train --no-plan`` with only the flags that fix the split (the
+  recipe's ``group_by`` / ``val_split``), i.e. the defaults a person got before planning
+  (base-64 U-Net, float32, lr 1e-3, no warm-up), scored as ``segloc predict`` uses it.
+
+All three hold out the same validation cases (checked: their ``split.json`` must agree) and
+are scored with the dataset's metric (``train_real.py``'s ``_score``). The no-flag run's wall
+time is measured around its process (interpreter start and imports included) and reported
+against its budget. Writes ``<out>/plan_table_NAME.md`` and the run folders under ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _timing import run_header  # noqa: E402
+from train_real import DATA, RECIPES, _score  # noqa: E402
+
+DATASETS = ("isbi", "hippocampus", "lgg", "ph2", "camvid")
+METRIC = {
+    "dice_class_1+accuracy": "dice cell interior (255)",
+    "dice_mean_classes": "mean Dice",
+    "dice_positive_slices": "dice tumour-positive slices",
+    "dice_class_1": "dice lesion",
+    "miou": "mIoU (void ignored)",
+}
+
+
+def _split_flags(name: str) -> list[str]:
+    """The recipe's flags that decide which cases are held out (and nothing else)."""
+    train = RECIPES[name]["train"]
+    flags = []
+    if "group_by" in train:
+        flags += ["--group-by", train["group_by"]]
+    if "val_split" in train:
+        flags += ["--val-split", train["val_split"]]
+    if "seed" in train:
+        flags += ["--seed", str(train["seed"])]
+    return flags
+
+
+def _cli(args: list[str]) -> tuple[float, int]:
+    """Run ``segloc ARGS`` in a fresh process; its wall time and exit status."""
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "segloc.cli", *args], check=False)
+    return time.perf_counter() - t0, done.returncode
+
+
+def _steps(run: Path) -> int:
+    rows = (run / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    return int(rows[-1].split(",")[header.index("step")])
+
+
+def run_dataset(name: str, work: Path, only: list[str]) -> list[dict]:
+    recipe = RECIPES[name]
+    data = DATA / recipe["folder"]
+    minutes = recipe["minutes"]
+    results = []
+    if "no-flag" in only:
+        run = work / f"noflag_{name}"
+        wall, code = _cli(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--time-budget",
+                f"{minutes:g}m",
+                "--out",
+                str(run),
+                "-q",
+            ]
+        )
+        if code:
+            raise SystemExit(f"no-flag run of {name} failed (exit {code})")
+        results.append(
+            {
+                "method": "no-flag (segloc train --data --time-budget)",
+                "run": run,
+                "wall": wall,
+                "tta": None,
+            }
+        )
+    if "recipe" in only:
+        t0 = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "train_real.py"),
+                name,
+                "--part",
+                "segloc",
+                "--minutes",
+                str(minutes),
+                "--work",
+                str(work),
+            ],
+            check=True,
+        )
+        results.append(
+            {
+                "method": "hand-made recipe (train_real.py)",
+                "run": work / f"segloc_{name}",
+                "wall": time.perf_counter() - t0,
+                "tta": True,
+                "checkpoint": "best",
+            }
+        )
+    if "defaults" in only:
+        run = work / f"defaults_{name}"
+        wall, code = _cli(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--time-budget",
+                f"{minutes:g}m",
+                "--no-plan",
+                *_split_flags(name),
+                "--out",
+                str(run),
+                "-q",
+            ]
+        )
+        if code:
+            raise SystemExit(f"defaults run of {name} failed (exit {code})")
+        results.append(
+            {"method": "today's defaults (--no-plan)", "run": run, "wall": wall, "tta": None}
+        )
+    return results
+
+
+def _score_all(name: str, results: list[dict]) -> list[dict]:
+    recipe = RECIPES[name]
+    data = DATA / recipe["folder"]
+    splits = {}
+    for r in results:
+        run = Path(r["run"])
+        splits[r["method"]] = json.loads((run / "split.json").read_text())["val"]
+        r["scores"] = _score(run, data, recipe, r["tta"], checkpoint=r.get("checkpoint"))
+        r["steps"] = _steps(run)
+    same = len({tuple(v) for v in splits.values()}) <= 1
+    for r in results:
+        r["same_split"] = same
+    return results
+
+
+def _report(name: str, results: list[dict], header: str) -> str:
+    recipe = RECIPES[name]
+    key = METRIC[recipe["metric"]]
+    minutes = recipe["minutes"]
+    lines = [
+        f"# {name}: no-flag run, hand-made recipe and today's defaults, {minutes:g} min each",
+        "",
+        header,
+        "",
+        f"| method | {key} | steps | wall time (budget {minutes:g} min) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['method']} | {r['scores'][key]:.4f} | {r['steps']} | "
+            f"{r['wall'] / 60:.2f} min ({r['wall'] / (60 * minutes):.1%}) |"
+        )
+    lines.append("")
+    lines.append(f"Same validation cases in every run: {results[0]['same_split']}.")
+    lines.append("Scores in full (JSON):")
+    lines.append("")
+    for r in results:
+        lines.append(f"- {r['method']}: `{json.dumps(r['scores'])}`")
+    return "\n".join(lines) + "\n"
+
+
+def combined(folder: Path) -> str:
+    """One table from the ``plan_table_*.md`` files under ``folder``."""
+    lines = ["| dataset | metric | no-flag | recipe | defaults |", "|---|---|---|---|---|"]
+    for name in DATASETS:
+        path = folder / f"plan_table_{name}.md"
+        if not path.is_file():
+            continue
+        rows = [line for line in path.read_text().splitlines() if line.startswith("| ")][2:]
+        cells = [row.split("|")[2].strip() for row in rows]
+        lines.append(f"| {name} | {METRIC[RECIPES[name]['metric']]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", nargs="?", choices=DATASETS)
+    parser.add_argument("--out", type=Path, help="write <out>/plan_table_<name>.md")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/segloc-plan-table"))
+    parser.add_argument(
+        "--only",
+        default="no-flag,recipe,defaults",
+        help="comma-separated subset of no-flag, recipe, defaults",
+    )
+    parser.add_argument("--minutes", type=float, help="override every run's budget (checks)")
+    parser.add_argument("--table", type=Path, help="print the table of this results folder")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(combined(args.table))
+        return 0
+    if args.name is None:
+        parser.error("name a dataset, or --table")
+    if args.minutes is not None:
+        RECIPES[args.name]["minutes"] = args.minutes
+    args.work.mkdir(parents=True, exist_ok=True)
+    command = f"python benchmarks/plan_table.py {' '.join(argv or sys.argv[1:])}"
+    header = run_header(command)
+    results = run_dataset(args.name, args.work, args.only.split(","))
+    report = _report(args.name, _score_all(args.name, results), header)
+    report += f"\nload average after the runs: {os.getloadavg()[0]:.2f}\n"
+    print(report)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"plan_table_{args.name}.md").write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

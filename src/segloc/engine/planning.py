@@ -1,0 +1,292 @@
+"""Planning a run end to end: fingerprint, probe, rules, and training the plan.
+
+:func:`plan_dataset` reads (or finds cached) the dataset's fingerprint
+(:mod:`segloc.engine.fingerprint`), times the candidate networks on this machine
+(:mod:`segloc.engine.probe`, a few seconds) and applies the rules
+(:mod:`segloc.engine.plan`). When no network gets enough steps in the budget it scores the
+unattended classical methods on the plan's validation split and proposes the best.
+:func:`plan_and_train` is ``segloc train``: the plan is the lowest layer of the settings
+(flag > config file > plan), and the run folder keeps ``fingerprint.json`` and ``plan.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segloc.engine.config import TrainConfig
+from segloc.engine.data import find_cases, load_case, split_cases
+from segloc.engine.fingerprint import Fingerprint, fingerprint
+from segloc.engine.plan import (
+    Plan,
+    candidates,
+    format_fingerprint,
+    format_plan,
+    make_plan,
+    plan_yaml,
+)
+from segloc.engine.probe import ProbeResult, probe
+from segloc.engine.run import parse_duration, resolve_device
+
+__all__ = [
+    "Planned",
+    "plan_and_train",
+    "plan_dataset",
+    "probe_seconds",
+    "score_classical",
+    "write_plan",
+]
+
+
+def probe_seconds(budget: float | None) -> float:
+    """Seconds the probe may take: 3% of the budget, between 1 and 20 (5 without one)."""
+    return 5.0 if budget is None else float(min(20.0, max(1.0, 0.03 * budget)))
+
+
+@dataclass
+class Planned:
+    """A dataset's fingerprint, the probe's figures, the plan, and the classical proposal."""
+
+    fingerprint: Fingerprint
+    probe: ProbeResult
+    plan: Plan
+    classical: list[tuple[str, float]] = field(default_factory=list)
+
+    def yaml(self) -> str:
+        return plan_yaml(self.plan, self.probe)
+
+    def files(self) -> dict[str, str]:
+        """What a run folder keeps of the plan: ``plan.yaml`` and ``fingerprint.json``."""
+        fp = json.dumps(self.fingerprint.to_dict(), indent=1, sort_keys=True)
+        return {"plan.yaml": self.yaml(), "fingerprint.json": fp}
+
+    def report(self) -> str:
+        """Fingerprint and plan as tables, and the classical proposal if there is one."""
+        text = [format_fingerprint(self.fingerprint), "", format_plan(self.plan)]
+        if self.classical:
+            text.append("")
+            text.append("classical methods on the validation split (mean Dice):")
+            for name, dice in self.classical:
+                text.append(f"  {name:<24} {dice:.4f}")
+            text.append(f"  proposed: {self.classical[0][0]}")
+        return "\n".join(text)
+
+
+def plan_dataset(
+    data: str | os.PathLike,
+    *,
+    time_budget: str | float | None = "20m",
+    device: str = "auto",
+    image_dir: str | None = None,
+    label_dir: str | None = None,
+    label_suffix: str | None = None,
+    cache: bool = True,
+    save_fingerprint: str | os.PathLike | None = None,
+    probe_limit: float | None = None,
+) -> Planned:
+    """Fingerprint ``data``, probe this machine and plan a run of ``time_budget``.
+
+    Parameters
+    ----------
+    data : path-like
+        Dataset folder.
+    time_budget : str or float, optional
+        ``"20m"``, ``"1h30m"``, seconds; None plans without a budget (the recipes' width).
+    device : {"auto", "cpu", "cuda"}
+    image_dir, label_dir, label_suffix
+        As for :func:`segloc.engine.data.find_cases`.
+    cache : bool
+        Use the user cache of fingerprints.
+    save_fingerprint : path-like, optional
+        Also keep the fingerprint there.
+    probe_limit : float, optional
+        Seconds the probe may take (default :func:`probe_seconds`).
+
+    Returns
+    -------
+    Planned
+        Data problems are in ``fingerprint.problems`` (not raised).
+    """
+    budget = parse_duration(time_budget) if time_budget is not None else None
+    fp = fingerprint(
+        data,
+        image_dir=image_dir,
+        label_dir=label_dir,
+        label_suffix=label_suffix,
+        cache=cache,
+        save_to=save_fingerprint,
+    )
+    dev = resolve_device(device)
+    figures = ProbeResult(device=dev.type)
+    if fp.n_cases and fp.dims:
+        cands = candidates(fp, dev.type)
+        scratch = make_plan(fp, figures, budget=budget or 1.0, data=str(data))
+        figures = probe(
+            cands,
+            device=dev,
+            seconds=probe_limit or probe_seconds(budget),
+            augment=dict(scratch.settings["augment_kwargs"]),
+        )
+    text = None if time_budget is None or isinstance(time_budget, (int, float)) else time_budget
+    plan = make_plan(fp, figures, budget=budget, data=str(data), budget_text=text)
+    planned = Planned(fp, figures, plan)
+    if plan.classical and not fp.problems:
+        planned.classical = score_classical(data, plan, fp)
+    return planned
+
+
+def write_plan(
+    data: str | os.PathLike, output: str | os.PathLike | None = None, **options: Any
+) -> Planned:
+    """:func:`plan_dataset`, with ``output`` (when given) receiving the plan's YAML and a
+    ``fingerprint.json`` beside it; ``segloc plan``."""
+    if output is not None:
+        options.setdefault("save_fingerprint", Path(output).parent / "fingerprint.json")
+    planned = plan_dataset(data, **options)
+    if output is not None and planned.plan.settings:
+        from segloc._validation import write_atomic
+
+        text = planned.yaml()
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(output, lambda tmp: tmp.write_text(text))
+    return planned
+
+
+# --------------------------------------------------------------------------- classical
+
+
+def _val_cases(data: str | os.PathLike, settings: Mapping[str, Any]) -> list:
+    cases = find_cases(data)
+    group = (lambda c: c.image.parent.as_posix()) if settings.get("group_by") == "folder" else None
+    _, val = split_cases(
+        cases,
+        val_fraction=settings.get("val_fraction", 0.2),
+        seed=0,
+        group_by=group,
+        order=settings.get("val_split", "random"),
+    )
+    return val or cases
+
+
+def score_classical(
+    data: str | os.PathLike, plan: Plan, fp: Fingerprint
+) -> list[tuple[str, float]]:
+    """Mean Dice of each unattended classical method on the plan's validation split, best
+    first. Two-class methods are scored in both polarities (foreground brighter or darker
+    than the background), the better one kept: a choice made on the validation split."""
+    from segloc.classical import METHODS, segment_unattended
+    from segloc.color import to_grey
+    from segloc.metrics import overlap_scores
+
+    classes = (
+        2
+        if plan.settings.get("label_mapping") == "binary"
+        else max(2, max((int(k) for k in fp.classes), default=1) + 1)
+    )
+    ignore = plan.settings.get("ignore_index")
+    names = [n for n, m in METHODS.items() if m.unattended and n not in ("srg", "confidence")]
+    if classes > 2:
+        names = [n for n in names if n in ("multiotsu", "kmeans")]
+    totals: dict[str, list[float]] = {}
+    for case in _val_cases(data, plan.settings):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            image, labels, _ = load_case(case, label_mapping="auto")
+        if plan.settings.get("label_mapping") == "binary":
+            labels = (labels > 0).astype(np.int64)
+        grey = to_grey(np.moveaxis(image, 0, -1)) if image.shape[0] == 3 else image[0]
+        for name in names:
+            pred = segment_unattended(grey, name, num_classes=classes)
+            variants = {name: pred}
+            if classes == 2:
+                variants[f"{name} (inverted)"] = 1 - pred
+            for label, p in variants.items():
+                dice = overlap_scores(
+                    p, labels, num_classes=classes, ignore_index=ignore, empty="nan"
+                )["dice"]
+                totals.setdefault(label, []).append(float(np.nanmean(dice)))
+    scores = [(k, float(np.nanmean(v))) for k, v in totals.items()]
+    return sorted(scores, key=lambda kv: (-kv[1], kv[0]))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def plan_and_train(
+    overrides: Mapping[str, Any],
+    *,
+    config: str | os.PathLike | None = None,
+    plan: bool = True,
+    progress: bool = True,
+    started: float | None = None,
+) -> Any:
+    """``segloc train``: plan (unless ``plan`` is False), then train; flag > file > plan.
+
+    Parameters
+    ----------
+    overrides : mapping
+        The flags given (None values are not given).
+    config : path-like, optional
+        A YAML settings file (a ``plan.yaml`` reruns its plan).
+    plan : bool
+        Plan the run first; the plan is the lowest layer of the settings. A resumed run
+        reuses the ``plan.yaml`` in its folder instead of planning again.
+    progress : bool
+    started : float, optional
+        ``time.perf_counter()`` at the start of the command: the budget counts from there.
+
+    Raises
+    ------
+    ValueError
+        Bad data (the plan's problems, naming the files).
+
+    Warns
+    -----
+    UserWarning
+        A budget in which no network gets enough steps (``segloc plan`` proposes a
+        classical method then); the narrowest network is trained all the same.
+    """
+    from segloc.engine.train import train
+
+    started = time.perf_counter() if started is None else started
+    given = {k: v for k, v in overrides.items() if v is not None}
+    layer, files = None, None
+    if plan:
+        first = TrainConfig.from_sources(config, given)
+        saved = Path(first.out) / "plan.yaml"
+        if first.resume and saved.is_file():
+            layer = TrainConfig.from_yaml(saved).to_dict()
+        else:
+            if not first.data:
+                raise ValueError("data must name a dataset folder")
+            planned = plan_dataset(
+                first.data,
+                time_budget=first.time_budget,
+                device=first.device,
+                image_dir=first.image_dir,
+                label_dir=first.label_dir,
+                label_suffix=first.label_suffix,
+            )
+            problems = planned.fingerprint.problems
+            if problems:
+                raise ValueError(f"{problems[0]} ({len(problems)} problem(s); see segloc plan)")
+            if planned.plan.classical:
+                # asked to train: train the narrowest network, and say what the plan says
+                note = next(n for n in planned.plan.notes if n.startswith("too few steps"))
+                warnings.warn(
+                    f"{first.data}: {note} (segloc plan scores them); "
+                    "training the narrowest network anyway",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            layer, files = planned.plan.settings, planned.files()
+    cfg = TrainConfig.from_sources(config, given, plan=layer)
+    return train(cfg, progress=progress, started=started, files=files)
