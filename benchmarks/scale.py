@@ -28,8 +28,11 @@ Timed apart: ``cluster s`` (cluster start until every worker is up), ``load s`` 
 checkpoint loaded in every worker, torch imported there, and in this process, which plans
 the slide; for the baseline the :class:`~segloc.engine.infer.Predictor` built), both once
 per cluster and shown in both its rows, and ``work s`` (the prediction call alone, outputs
-written). ``overhead ms`` is the scheduler's cost per task, from a burst
-of no-op tasks on the same cluster.
+written). ``tasks`` are cases or output blocks (for the baseline too, which writes the
+same blocks in one pass), so ``s / task`` is ``t_c`` or ``t_b`` below. ``overhead ms`` is
+the scheduler's cost per task, from a burst of no-op tasks on the same cluster.
+``windows`` counts network evaluations: the slide's blocks each compute the windows that
+meet them, so more than one pass over the whole image does.
 
 On paper, from the 1-worker rows: ``t_c`` = seconds per ISBI case, ``t_b`` = seconds per
 output block of ``B`` = ``--chunks``^2 pixels (its halo windows and the moment pass
@@ -69,7 +72,7 @@ PROJECT_IMAGES = 1_000_000
 PROJECT_SLIDE = 100_000
 COLUMNS = (
     "case", "run", "workers", "threads", "cluster s", "load s", "work s", "tasks",
-    "s / task", "images / s", "Mpixel / s", "overhead ms",
+    "s / task", "windows", "images / s", "Mpixel / s", "overhead ms",
 )  # fmt: skip
 
 
@@ -153,13 +156,15 @@ def baseline(case: str, model: Path, inputs, out: Path, threads: int, chunks: in
             from segloc.engine.infer import predict_to_folder
 
             predict_to_folder(predictor, inputs, out, progress=False)
+            windows = predictor.stats.computed
         else:
-            predict_chunked(predictor, inputs, out, chunks=(chunks, chunks))
+            result = predict_chunked(predictor, inputs, out, chunks=(chunks, chunks))
+            windows = result.stats.computed
         work = time.perf_counter() - t0
     finally:
         torch.set_num_threads(default)
     return _row(case, "one process", work, *_size(case, inputs, chunks), threads=threads,
-                **{"load s": load})  # fmt: skip
+                windows=windows, **{"load s": load})  # fmt: skip
 
 
 def _size(case: str, inputs, chunks: int) -> tuple[int, int]:
@@ -198,16 +203,24 @@ def on_dask(model: Path, cases: dict, tmp: Path, workers: int, chunks: int) -> l
         client.gather(loads)
         worker_predictor(str(model), OPTIONS)  # this process plans the slide's blocks
         load = time.perf_counter() - t0
-        work = {}
+        work, windows = {}, {}
         for case, inputs in cases.items():
             t0 = time.perf_counter()
             if case == "folder":
                 predict_folder_dask(client, model, inputs, tmp / f"folder-dask-{workers}",
                                     options=OPTIONS)  # fmt: skip
+                work[case] = time.perf_counter() - t0
+                # network calls of the workers' predictors (block tasks count their own)
+                windows[case] = sum(client.run(lambda dask_worker: sum(
+                    p.stats.computed
+                    for p in getattr(dask_worker, "_segloc_predictors", {}).values()
+                )).values())  # fmt: skip
             else:
-                predict_image_dask(client, model, inputs, tmp / f"slide-dask-{workers}.zarr",
-                                   chunks=(chunks, chunks), options=OPTIONS)  # fmt: skip
-            work[case] = time.perf_counter() - t0
+                _, counts = predict_image_dask(
+                    client, model, inputs, tmp / f"slide-dask-{workers}.zarr",
+                    chunks=(chunks, chunks), options=OPTIONS,
+                )  # fmt: skip
+                work[case], windows[case] = time.perf_counter() - t0, counts["computed"]
         overhead = scheduler_overhead(client, 500)
     finally:
         cluster_obj = getattr(client, "cluster", None)
@@ -217,7 +230,7 @@ def on_dask(model: Path, cases: dict, tmp: Path, workers: int, chunks: int) -> l
     start = {"cluster s": cluster, "load s": load, "overhead ms": overhead * 1e3}
     return [
         _row(case, "Dask", work[case], *_size(case, inputs, chunks), workers=workers,
-             threads=1, **start)
+             threads=1, windows=windows[case], **start)
         for case, inputs in cases.items()
     ]  # fmt: skip
 

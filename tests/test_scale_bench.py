@@ -58,13 +58,24 @@ def test_scale_small_prints_every_row_with_positive_rates(tmp_path):
         assert (case, "Dask", "1", "1") in runs and (case, "Dask", "2", "1") in runs
     assert len(measured) == len(runs)  # no row twice
     for r in measured:
-        for col in ("load s", "work s", "s / task", "Mpixel / s"):
+        for col in ("load s", "work s", "s / task", "windows", "Mpixel / s"):
             assert float(r[col]) > 0, (r, col)
         assert int(r["tasks"]) == (2 if r["case"] == "folder" else 4)  # 2 slices; 2x2 blocks
         if r["case"] == "folder":
             assert float(r["images / s"]) > 0
         if r["run"] == "Dask":
             assert float(r["cluster s"]) > 0 and float(r["overhead ms"]) > 0
+
+    # the same network calls whatever runs them; blocks add their halo windows
+    folder = {r["windows"] for r in measured if r["case"] == "folder"}
+    assert len(folder) == 1
+    one = min(int(r["windows"]) for r in measured if r["case"] == "slide")
+    assert all(
+        int(r["windows"]) == one
+        for r in measured
+        if r["case"] == "slide" and r["run"] == "one process"
+    )
+    assert all(int(r["windows"]) >= one for r in measured if r["case"] == "slide")
 
     assert [r["N workers"] for r in paper] == ["1", "2", "8", "64"]
     for r in paper:
