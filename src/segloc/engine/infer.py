@@ -62,6 +62,7 @@ from segloc.io import (
     read_image,
     write_mask,
 )
+from segloc.masks import keep_largest
 from segloc.nn.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -159,11 +160,9 @@ def keep_largest_classes(labels: np.ndarray, classes: Sequence[int]) -> np.ndarr
 
     Examples
     --------
-    >>> keep_largest_classes(np.array([1, 1, 0, 1, 2]), [1]).tolist()
-    [1, 1, 0, 0, 2]
+    >>> keep_largest_classes(np.array([[1, 1, 0, 1, 2]]), [1]).tolist()
+    [[1, 1, 0, 0, 2]]
     """
-    from segloc.masks import keep_largest
-
     if not len(classes):
         return labels
     out = labels.copy()
