@@ -83,8 +83,17 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _magic(head: bytes) -> str | None:
-    """Format from a file's first bytes (gzip excluded); None if they name no known format."""
+def format_from_bytes(head: bytes) -> str | None:
+    """Format from a file's first bytes (352 suffice; gzip excluded), or None.
+
+    One of ``"png"``, ``"jpeg"``, ``"bmp"``, ``"tiff"``, ``"nrrd"``, ``"dicom"``, ``"nifti"``
+    (single-file NIfTI-1 or NIfTI-2): the table every reader and the web server's uploads use.
+
+    Examples
+    --------
+    >>> format_from_bytes(b"\\x89PNG\\r\\n\\x1a\\n...."), format_from_bytes(b"hello")
+    ('png', None)
+    """
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -124,7 +133,7 @@ def _sniff(path: Path) -> str | None:
             if getattr(exc, "errno", None) is not None:
                 raise
             return None
-    return _magic(head)
+    return format_from_bytes(head)
 
 
 def _format_of(path: Path) -> str:

@@ -20,8 +20,8 @@ from segloc.io.errors import (
 from segloc.io.formats import (
     _PILLOW_FORMATS,
     ImageMeta,
-    _magic,
     _unsupported_magic,
+    format_from_bytes,
 )
 
 
@@ -188,7 +188,7 @@ def _pillow_decode(path: Path, fmt: str, opts: _Options, allow_truncated: bool):
 def _read_pillow(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
     with open(path, "rb") as f:
         head = f.read(352)
-    fmt = _magic(head)
+    fmt = format_from_bytes(head)
     if fmt not in ("png", "jpeg", "bmp", "tiff"):
         other = _unsupported_magic(head)
         if other is not None:

@@ -39,7 +39,7 @@ from segloc.io.formats import (
     ImageMeta,
     _format_of,
     _library_error,
-    _magic,
+    format_from_bytes,
 )
 from segloc.io.limits import default_limits, default_untrusted
 from segloc.io.nifti import _read_nifti
@@ -246,7 +246,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 rows, cols, _ = _tiff_layout(path, tif.pages[0], tifffile)
             return cols, rows
         with open(path, "rb") as f:
-            magic = _magic(f.read(352))
+            magic = format_from_bytes(f.read(352))
             if magic not in ("png", "jpeg", "bmp", "tiff"):
                 raise CorruptFile(path, f"cannot read (not a {fmt.upper()} file)")
             f.seek(0)

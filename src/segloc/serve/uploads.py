@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from segloc.io import ImageMeta, read_image, read_mask
+from segloc.io.formats import format_from_bytes
 from segloc.serve.limits import Limits
 
 __all__ = ["UploadError", "load_image", "load_mask", "prepare", "receive", "sniff"]
@@ -70,26 +71,15 @@ def sniff(head: bytes, gunzipped: bytes | None = None) -> str | None:
     >>> sniff(b"\\x89PNG\\r\\n\\x1a\\n...."), sniff(b"PK\\x03\\x04"), sniff(b"hello")
     ('png', 'zip', None)
     """
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head.startswith(b"NRRD000"):
-        return "nrrd"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head.startswith(b"PK\x03\x04"):
+    # a zip's first bytes cannot start any other format; a DICOM preamble may hold anything
+    if head.startswith(b"PK\x03\x04") and head[128:132] != b"DICM":
         return "zip"
-    if head[344:348] in (b"n+1\x00", b"ni1\x00") or head[4:8] == b"n+2\x00":
-        return "nifti"
-    if head.startswith(b"\x1f\x8b") and gunzipped is not None:
-        if gunzipped[344:348] == b"n+1\x00" or gunzipped[4:8] == b"n+2\x00":
-            return "nifti-gz"
-    return None
+    fmt = format_from_bytes(head)
+    if fmt is None and head[344:348] == b"ni1\x00":
+        return "nifti"  # the header of a NIfTI-1 pair (.hdr/.img)
+    if fmt is None and head.startswith(b"\x1f\x8b") and gunzipped is not None:
+        return "nifti-gz" if format_from_bytes(gunzipped) == "nifti" else None
+    return fmt
 
 
 async def receive(stream: AsyncIterator[bytes], path: Path, limit: int) -> int:
