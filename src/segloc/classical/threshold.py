@@ -866,58 +866,100 @@ def _gaussian_rows(image: np.ndarray, w: np.ndarray, offset: float, r0: int, r1:
         _emit(image, i, acc, offset, out, mask)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, inline="always")
+def _running_sum(v: np.ndarray, size: int, acc: np.ndarray) -> None:  # pragma: no cover
+    """``uniform_filter1d``'s running sum along the padded line ``v`` (not yet divided)."""
+    s = 0.0
+    for j in range(size):
+        s += v[j]
+    acc[0] = s
+    for j in range(1, acc.size):
+        s += v[j + size - 1] - v[j - 1]
+        acc[j] = s
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _mean_rows(image: np.ndarray, size: int, offset: float, r0: int, r1: int,
-               out: np.ndarray, mask: bool) -> None:  # fmt: skip  # pragma: no cover
+               out: np.ndarray, mask: bool, replay: bool) -> None:  # fmt: skip  # pragma: no cover
     """Rows ``r0 .. r1 - 1`` of the box-mean threshold (or mask) of a 2D ``image``.
 
     Each 1D pass is ``scipy.ndimage.uniform_filter1d``'s running sum: the first window's sum,
     then ``+= x[entering] - x[leaving]`` along the line, each output that sum divided by
     ``size``, in float64, rows first, so the result is bit-identical to
-    ``scipy.ndimage.uniform_filter``'s. The running sum down the columns starts at row 0, so
-    a strip starting lower replays it (without the second pass) up to its first row.
+    ``scipy.ndimage.uniform_filter``'s. The running sum down the columns starts at row 0; with
+    ``replay`` a strip starting lower repeats it (without the second pass) up to its first
+    row, without it the strip sums its own first window, which is the same for integer
+    images (the sums are then exact integers, whatever the order of the additions). The
+    second pass runs on four rows at once: four independent chains of additions instead of
+    one, whose latency would set the pace.
     """
     h, wd = image.shape
     r = size // 2
     fsize = np.float64(size)
-    ring = np.empty((min(2 * r + 2, h), wd))
-    m = ring.shape[0]
     col = np.zeros(wd)  # running sum down each column at the current row
-    vrow = np.empty(wd + 2 * r)
-    acc = np.empty(wd)
-    # the first window of every column: rows reflect(-r) .. reflect(r), summed in that order
-    loaded = -1
-    while loaded < min(h - 1, r):
-        loaded += 1
-        _load_row(image, loaded, ring)
-    for d in range(-r, r + 1):
-        src = ring[_reflect(d, h) % m]
+    group = 4
+    vrows = np.empty((group, wd + 2 * r))
+    acc = np.empty((group, wd))
+    start = 0 if replay else r0
+    # the first window of every column: rows reflect(start - r) .. reflect(start + r)
+    for d in range(start - r, start + r + 1):
+        src = image[_reflect(d, h)]
         for j in range(wd):
-            col[j] += src[j]
-    for i in range(0, r1):
-        if i > 0:
-            while loaded < min(h - 1, i + r):
-                loaded += 1
-                _load_row(image, loaded, ring)
-            enter = ring[_reflect(i + r, h) % m]
-            leave = ring[_reflect(i - r - 1, h) % m]
+            col[j] += np.float64(src[j])
+    g = 0
+    for i in range(start, r1):
+        if i > start:
+            enter = image[_reflect(i + r, h)]
+            leave = image[_reflect(i - r - 1, h)]
+            if i < r0:
+                for j in range(wd):
+                    col[j] += np.float64(enter[j]) - np.float64(leave[j])
+                continue
+            v = vrows[g, r : r + wd]
             for j in range(wd):
-                col[j] += enter[j] - leave[j]
-        if i < r0:
+                c = col[j] + (np.float64(enter[j]) - np.float64(leave[j]))
+                col[j] = c
+                v[j] = c / fsize
+        elif i < r0:
             continue
-        for j in range(wd):
-            vrow[r + j] = col[j] / fsize
-        _pad_row(vrow, r, wd, r)
-        s = 0.0
-        for j in range(size):
-            s += vrow[j]
-        acc[0] = s
-        for j in range(1, wd):
-            s += vrow[j + size - 1] - vrow[j - 1]
-            acc[j] = s
-        for j in range(wd):
-            acc[j] /= fsize
-        _emit(image, i, acc, offset, out, mask)
+        else:
+            v = vrows[g, r : r + wd]
+            for j in range(wd):
+                v[j] = col[j] / fsize
+        _pad_row(vrows[g], r, wd, r)
+        g += 1
+        if g < group and i < r1 - 1:
+            continue
+        if g == group:
+            v0, v1, v2, v3 = vrows[0], vrows[1], vrows[2], vrows[3]
+            a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+            s0 = s1 = s2 = s3 = 0.0
+            for j in range(size):
+                s0 += v0[j]
+                s1 += v1[j]
+                s2 += v2[j]
+                s3 += v3[j]
+            a0[0], a1[0], a2[0], a3[0] = s0, s1, s2, s3
+            for j in range(1, wd):
+                s0 += v0[j + size - 1] - v0[j - 1]
+                s1 += v1[j + size - 1] - v1[j - 1]
+                s2 += v2[j + size - 1] - v2[j - 1]
+                s3 += v3[j + size - 1] - v3[j - 1]
+                a0[j], a1[j], a2[j], a3[j] = s0, s1, s2, s3
+        else:
+            for e in range(g):
+                _running_sum(vrows[e], size, acc[e])
+        for e in range(g):
+            t = acc[e]
+            row = i - g + 1 + e
+            if mask:
+                src = image[row]
+                for j in range(wd):
+                    out[row, j] = np.float64(src[j]) > t[j] / fsize - offset
+            else:
+                for j in range(wd):
+                    out[row, j] = t[j] / fsize - offset
+        g = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1043,18 +1085,23 @@ def _local(image: np.ndarray, block_size: int, method: str, offset: float, *, ma
         source = np.ascontiguousarray(image)
     out = np.empty(image.shape, dtype=bool if mask else np.float64)
     if method == "gaussian":
-        kernel, arg = _gaussian_rows, _gaussian_weights(block_size)
+        weights = _gaussian_weights(block_size)
+
+        def rows(a: int, b: int) -> None:
+            _gaussian_rows(source, weights, offset, a, b, out, mask)
     else:
-        kernel, arg = _mean_rows, block_size
-    rows = image.shape[0]
+        # integers of up to 32 bits sum exactly in float64 (below 2**53) down a column
+        exact = np.issubdtype(source.dtype, np.integer) and source.dtype.itemsize <= 4
+        replay = not (exact and block_size < 2**21)
+
+        def rows(a: int, b: int) -> None:
+            _mean_rows(source, block_size, offset, a, b, out, mask, replay)
+
     # strips of rows on the pool's threads (the kernels release the GIL)
     nstrips = max(1, min(_n_threads(), image.size // _MIN_LOCAL_STRIP))
-    bounds = np.linspace(0, rows, nstrips + 1).astype(np.int64)
-    futures = [
-        _pool().submit(kernel, source, arg, offset, int(bounds[s]), int(bounds[s + 1]), out, mask)
-        for s in range(1, nstrips)
-    ]
-    kernel(source, arg, offset, int(bounds[0]), int(bounds[1]), out, mask)
+    bounds = np.linspace(0, image.shape[0], nstrips + 1).astype(np.int64).tolist()
+    futures = [_pool().submit(rows, bounds[s], bounds[s + 1]) for s in range(1, nstrips)]
+    rows(bounds[0], bounds[1])
     for future in futures:
         future.result()
     return out
