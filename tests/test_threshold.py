@@ -787,3 +787,17 @@ def test_threads_work_in_a_forked_child(monkeypatch):
 def test_docstring_examples():
     failures, tried = doctest.testmod(th, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint32"])
+def test_local_mean_full_range_32bit_strips_bit_identical(dtype):
+    # each thread's strip starts from its own window: exact only because 32-bit sums of up to
+    # 2**21 values stay below 2**53; full-range values put that to the test
+    info = np.iinfo(dtype)
+    image = np.random.default_rng(5).integers(info.min, info.max, (400, 1700), endpoint=True)
+    image = image.astype(dtype)
+    theirs = skf.threshold_local(image, 35, "mean")
+    np.testing.assert_array_equal(th.threshold_local(image, block_size=35, method="mean"), theirs)
+    np.testing.assert_array_equal(
+        th.apply_local_threshold(image, block_size=35, method="mean"), image > theirs
+    )
