@@ -5,12 +5,12 @@ Rows (``run()`` returns them, ``python benchmarks/_classical_threshold.py`` prin
 - Otsu on a 4096 x 4096 uint8 mosaic of ISBI 2012 EM images (synthetic two-mode noise if the
   data is missing): ``threshold_otsu`` against ``cv2.threshold(img, 0, 255, THRESH_BINARY +
   THRESH_OTSU)`` and ``skimage.filters.threshold_otsu``. OpenCV also writes the binary image,
-  so a second OpenCV row times segloc's mask (``segment_threshold(image, "otsu")``) too;
+  so a second OpenCV row times segloc's mask (``segment(image, "otsu")``) too;
 - local threshold on a 2048 x 2048 uint8 mosaic, ``block_size=35``: ``threshold_local``
   (gaussian and mean) against ``skimage.filters.threshold_local`` (same output: the threshold
-  image), and the mask (``segment_threshold(image, "local", ...)``) against
-  ``cv2.adaptiveThreshold``
-  (``C=0``) with the same block.
+  image), and the mask (``segment(image, "local", ...)``, which calls
+  ``apply_local_threshold``: the mask without a float threshold image) against
+  ``cv2.adaptiveThreshold`` (``C=0``) with the same block.
 
 Timings are the best of ``repeats`` calls (more for fast calls: as many as fit in one second,
 up to 200) after one warm-up call, so numba's compilation is excluded; it is reported once, in
@@ -26,9 +26,11 @@ tracemalloc's peak (NumPy's allocations; not numba's small per-thread histograms
 buffers).
 
 ``agree``: Otsu rows compare the thresholds; threshold images are compared by the largest
-absolute difference; masks by the fraction of pixels on which they agree (OpenCV rounds its
-local means to uint8 and uses its own Gaussian sigma, ``0.3 * ((block - 1) / 2 - 1) + 0.8``,
-and replicated borders, so its masks are close to, not equal to, segloc's and scikit-image's).
+absolute difference; local masks by the fraction of pixels on which they agree with OpenCV's,
+and whether segloc's equals ``image > skimage.filters.threshold_local(image, ...)`` exactly
+(the oracle the tests hold it to). OpenCV rounds its local means to uint8 and uses its own
+Gaussian sigma, ``0.3 * ((block - 1) / 2 - 1) + 0.8``, and replicated borders, so its masks
+are close to, not equal to, segloc's and scikit-image's.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import current_rss_mib, format_table, peak_rss_mib, reset_peak_rss  # noqa: E402
+from segloc.classical import segment  # noqa: E402
 from segloc.classical import threshold as th  # noqa: E402
 
 DATA = Path(
@@ -157,7 +160,7 @@ def run(repeats: int = 5) -> list[dict]:
             task, ours, "OpenCV threshold OTSU (+ mask)", cv, f"t {ours[3]:g} vs {cv[3][0]:g}", note
         )
     )
-    mask = _measure(lambda: th.segment_threshold(image, "otsu"), repeats)
+    mask = _measure(lambda: segment(image, "otsu"), repeats)
     same = np.mean(mask[3] == (cv[3][1] > 0))
     rows.append(
         _row(task + " + mask", mask, "OpenCV threshold OTSU (+ mask)", cv, f"mask {same:.4%} equal")
@@ -176,6 +179,7 @@ def run(repeats: int = 5) -> list[dict]:
         )
         sk = _measure(lambda m=method: skf.threshold_local(image, BLOCK, m), repeats)
         diff = float(np.max(np.abs(ours[3] - sk[3])))
+        sk_mask = image > sk[3]
         rows.append(
             _row(
                 f"{task} {method}",
@@ -185,9 +189,9 @@ def run(repeats: int = 5) -> list[dict]:
                 f"max |diff| {diff:.1e}",
             )
         )
-        del sk
+        del sk, ours
         mask = _measure(
-            lambda m=method: th.segment_threshold(image, "local", block_size=BLOCK, local_method=m),
+            lambda m=method: segment(image, "local", block_size=BLOCK, local_method=m),
             repeats,
         )
         cv = _measure(
@@ -195,13 +199,14 @@ def run(repeats: int = 5) -> list[dict]:
             repeats,
         )
         same = np.mean(mask[3] == (cv[3] > 0))
+        exact = np.array_equal(mask[3], sk_mask)
         rows.append(
             _row(
                 f"{task} {method} mask",
                 mask,
                 f"OpenCV adaptiveThreshold {method}",
                 cv,
-                f"mask {same:.2%} equal",
+                f"mask {same:.2%} equal (= image > skimage's: {exact})",
             )
         )
     return rows

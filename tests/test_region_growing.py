@@ -246,6 +246,28 @@ def test_region_grow_single_seed_matches_flood(shape, connectivity, dtype):
         np.testing.assert_array_equal(got, want.astype(np.int32))
 
 
+@pytest.mark.parametrize(
+    ("shape", "connectivity"),
+    [((300, 310), 1), ((300, 310), 2), ((40, 41, 42), 1), ((40, 41, 42), 2), ((40, 41, 42), 3)],
+)
+def test_region_grow_single_seed_spans_match_flood_and_breadth_first(shape, connectivity):
+    # one seed takes the span-filling path: noise near the tolerance makes a ragged region of
+    # many short spans (the span stack outgrows its first 1024 slots); the breadth-first
+    # kernel (two seeds, the second one isolated) must give the same first region
+    rng = np.random.default_rng(sum(shape) + connectivity)
+    image = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    seed = tuple(n // 2 for n in shape)
+    image[seed] = 0.0
+    corner = (0,) * len(shape)
+    image[corner] = 1e6  # accepts nothing but itself
+    got = region_grow(image, [seed], tolerance=0.9, connectivity=connectivity)
+    want = flood(image, seed, tolerance=0.9, connectivity=connectivity)
+    assert 1000 < want.sum() < want.size
+    np.testing.assert_array_equal(got, want.astype(np.int32))
+    both = region_grow(image, [seed, corner], tolerance=0.9, connectivity=connectivity)
+    np.testing.assert_array_equal(both == 1, want)
+
+
 def test_region_grow_integer_fractional_tolerance_differs_from_flood_as_documented():
     image = np.array([[100, 97, 98, 102, 103, 96]], dtype=np.uint8)
     # flood truncates 97.5 to 97 and admits it; |97 - 100| = 3 > 2.5 here

@@ -576,9 +576,52 @@ def test_local_matches_skimage(dtype, shape, method, block_size, offset):
     ours = th.threshold_local(image, block_size=block_size, method=method, offset=offset)
     theirs = skf.threshold_local(image, block_size, method, offset=offset)
     assert ours.dtype == np.float64 and ours.shape == image.shape
-    # scikit-image filters float32 images in float32
-    rtol = 1e-5 if dtype == "float32" else 1e-12
-    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=rtol)
+    mask = th.apply_local_threshold(image, block_size=block_size, method=method, offset=offset)
+    assert mask.dtype == bool and mask.shape == image.shape
+    np.testing.assert_array_equal(mask, image > ours)
+    if dtype == "float32":
+        # scikit-image filters float32 images in float32, segloc in float64
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    else:
+        # the same float64 arithmetic in the same order: bit for bit, so the same mask
+        np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_array_equal(mask, image > theirs)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "int64", "float64"])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 9), (2, 2), (5, 7), (40, 3), (3, 40), (130, 67), (300, 2100)]
+)
+@pytest.mark.parametrize("method", ["gaussian", "mean"])
+@pytest.mark.parametrize("block_size", [3, 5, 11, 35, 101])
+def test_local_2d_kernels_bit_identical_to_skimage(dtype, shape, method, block_size):
+    # numba kernels, row strips on threads (the 300 x 2100 image), windows wider than the image
+    rng = np.random.default_rng(block_size + shape[0])
+    info = np.iinfo(dtype) if dtype != "float64" else None
+    if info is None:
+        image = rng.normal(0, 1e3, shape)
+    else:
+        image = rng.integers(max(info.min, -5000), min(info.max, 5000), shape, endpoint=True)
+    image = image.astype(dtype)
+    ours = th.threshold_local(image, block_size=block_size, method=method, offset=0.25)
+    theirs = skf.threshold_local(image, block_size, method, offset=0.25)
+    np.testing.assert_array_equal(ours, theirs)
+    mask = th.apply_local_threshold(image, block_size=block_size, method=method, offset=0.25)
+    np.testing.assert_array_equal(mask, image > theirs)
+
+
+def test_local_mask_ties_follow_skimage():
+    # a constant image: every pixel equals its mean, so no pixel is above it (offset 0)
+    image = np.full((50, 60), 7, dtype=np.uint8)
+    for method in ("gaussian", "mean"):
+        assert not th.apply_local_threshold(image, block_size=9, method=method).any()
+        # a non-contiguous, byte-swapped view gives the same answer as a plain copy
+    noisy = np.random.default_rng(3).integers(0, 255, (64, 80)).astype(">u2")[:, ::2]
+    for method in ("gaussian", "mean"):
+        np.testing.assert_array_equal(
+            th.apply_local_threshold(noisy, block_size=7, method=method),
+            noisy > skf.threshold_local(noisy.astype(np.uint16), 7, method),
+        )
 
 
 def test_local_mean_hand_computed():
@@ -744,3 +787,17 @@ def test_threads_work_in_a_forked_child(monkeypatch):
 def test_docstring_examples():
     failures, tried = doctest.testmod(th, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint32"])
+def test_local_mean_full_range_32bit_strips_bit_identical(dtype):
+    # each thread's strip starts from its own window: exact only because 32-bit sums of up to
+    # 2**21 values stay below 2**53; full-range values put that to the test
+    info = np.iinfo(dtype)
+    image = np.random.default_rng(5).integers(info.min, info.max, (400, 1700), endpoint=True)
+    image = image.astype(dtype)
+    theirs = skf.threshold_local(image, 35, "mean")
+    np.testing.assert_array_equal(th.threshold_local(image, block_size=35, method="mean"), theirs)
+    np.testing.assert_array_equal(
+        th.apply_local_threshold(image, block_size=35, method="mean"), image > theirs
+    )

@@ -105,9 +105,9 @@ def _multiotsu(image: np.ndarray, o: Options) -> np.ndarray:
 
 
 def _local(image: np.ndarray, o: Options) -> np.ndarray:
-    from segloc.classical.threshold import threshold_local
+    from segloc.classical.threshold import apply_local_threshold
 
-    return image > threshold_local(
+    return apply_local_threshold(
         image, block_size=o.block_size, method=o.local_method, offset=o.offset
     )
 
