@@ -49,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import current_rss_mib, format_table, peak_rss_mib, reset_peak_rss  # noqa: E402
+from segloc.classical import local_threshold as lt  # noqa: E402
 from segloc.classical import segment  # noqa: E402
 from segloc.classical import threshold as th  # noqa: E402
 
@@ -175,7 +176,7 @@ def run(repeats: int = 5) -> list[dict]:
         ("mean", cv2.ADAPTIVE_THRESH_MEAN_C),
     ):
         ours = _measure(
-            lambda m=method: th.threshold_local(image, block_size=BLOCK, method=m), repeats
+            lambda m=method: lt.threshold_local(image, block_size=BLOCK, method=m), repeats
         )
         sk = _measure(lambda m=method: skf.threshold_local(image, BLOCK, m), repeats)
         diff = float(np.max(np.abs(ours[3] - sk[3])))

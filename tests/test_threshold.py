@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from skimage.morphology import reconstruction
 
+from segloc.classical import local_threshold as lt
 from segloc.classical import threshold as th
 
 DATA = Path(
@@ -495,7 +496,7 @@ ALL_IMAGE_FUNCS = [
     th.threshold_li,
     th.threshold_yen,
     th.threshold_triangle,
-    lambda im: th.threshold_local(im, block_size=3),
+    lambda im: lt.threshold_local(im, block_size=3),
     lambda im: th.apply_hysteresis_threshold(im, 0.5, 1.5),
     lambda im: th.apply_thresholds(im, [1.0]),
 ]
@@ -522,11 +523,11 @@ def test_every_function_rejects_bool_nan_bad_shape(func):
         (lambda im: th.threshold_li(im, tolerance=0), ValueError, "tolerance must be > 0"),
         (lambda im: th.threshold_li(im, initial_guess=500.0), ValueError, "strictly between"),
         (lambda im: th.threshold_li(im, initial_guess="x"), TypeError, "initial_guess must be"),
-        (lambda im: th.threshold_local(im, block_size=4), ValueError, "block_size must be odd"),
-        (lambda im: th.threshold_local(im, block_size=1), ValueError, "block_size must be >= 3"),
-        (lambda im: th.threshold_local(im, block_size=5.0), TypeError, "block_size must be an"),
+        (lambda im: lt.threshold_local(im, block_size=4), ValueError, "block_size must be odd"),
+        (lambda im: lt.threshold_local(im, block_size=1), ValueError, "block_size must be >= 3"),
+        (lambda im: lt.threshold_local(im, block_size=5.0), TypeError, "block_size must be an"),
         (
-            lambda im: th.threshold_local(im, block_size=5, method="median"),
+            lambda im: lt.threshold_local(im, block_size=5, method="median"),
             ValueError,
             "method must be one of",
         ),
@@ -573,10 +574,10 @@ def test_rgb_looking_volume_warns():
 @pytest.mark.parametrize(("block_size", "offset"), [(3, 0.0), (7, 1.5), (35, -2.0)])
 def test_local_matches_skimage(dtype, shape, method, block_size, offset):
     image = make_image(dtype, shape, 4)
-    ours = th.threshold_local(image, block_size=block_size, method=method, offset=offset)
+    ours = lt.threshold_local(image, block_size=block_size, method=method, offset=offset)
     theirs = skf.threshold_local(image, block_size, method, offset=offset)
     assert ours.dtype == np.float64 and ours.shape == image.shape
-    mask = th.apply_local_threshold(image, block_size=block_size, method=method, offset=offset)
+    mask = lt.apply_local_threshold(image, block_size=block_size, method=method, offset=offset)
     assert mask.dtype == bool and mask.shape == image.shape
     np.testing.assert_array_equal(mask, image > ours)
     if dtype == "float32":
@@ -603,10 +604,10 @@ def test_local_2d_kernels_bit_identical_to_skimage(dtype, shape, method, block_s
     else:
         image = rng.integers(max(info.min, -5000), min(info.max, 5000), shape, endpoint=True)
     image = image.astype(dtype)
-    ours = th.threshold_local(image, block_size=block_size, method=method, offset=0.25)
+    ours = lt.threshold_local(image, block_size=block_size, method=method, offset=0.25)
     theirs = skf.threshold_local(image, block_size, method, offset=0.25)
     np.testing.assert_array_equal(ours, theirs)
-    mask = th.apply_local_threshold(image, block_size=block_size, method=method, offset=0.25)
+    mask = lt.apply_local_threshold(image, block_size=block_size, method=method, offset=0.25)
     np.testing.assert_array_equal(mask, image > theirs)
 
 
@@ -614,12 +615,12 @@ def test_local_mask_ties_follow_skimage():
     # a constant image: every pixel equals its mean, so no pixel is above it (offset 0)
     image = np.full((50, 60), 7, dtype=np.uint8)
     for method in ("gaussian", "mean"):
-        assert not th.apply_local_threshold(image, block_size=9, method=method).any()
+        assert not lt.apply_local_threshold(image, block_size=9, method=method).any()
         # a non-contiguous, byte-swapped view gives the same answer as a plain copy
     noisy = np.random.default_rng(3).integers(0, 255, (64, 80)).astype(">u2")[:, ::2]
     for method in ("gaussian", "mean"):
         np.testing.assert_array_equal(
-            th.apply_local_threshold(noisy, block_size=7, method=method),
+            lt.apply_local_threshold(noisy, block_size=7, method=method),
             noisy > skf.threshold_local(noisy.astype(np.uint16), 7, method),
         )
 
@@ -627,7 +628,7 @@ def test_local_mask_ties_follow_skimage():
 def test_local_mean_hand_computed():
     image = np.zeros((5, 5), dtype=np.uint8)
     image[2, 2] = 9
-    t = th.threshold_local(image, block_size=3, method="mean", offset=0.5)
+    t = lt.threshold_local(image, block_size=3, method="mean", offset=0.5)
     expected = np.zeros((5, 5)) - 0.5
     expected[1:4, 1:4] = 1.0 - 0.5
     np.testing.assert_allclose(t, expected, atol=1e-12)
@@ -718,7 +719,7 @@ def test_isbi_em_image_all_methods_match_skimage():
         otsu_like_score,
     )
     np.testing.assert_allclose(
-        th.threshold_local(image, block_size=35), skf.threshold_local(image, 35), rtol=1e-12
+        lt.threshold_local(image, block_size=35), skf.threshold_local(image, 35), rtol=1e-12
     )
 
 
@@ -744,7 +745,7 @@ def test_hippocampus_volume_all_methods_match_skimage(path):
             otsu_like_score,
         )
     np.testing.assert_allclose(
-        th.threshold_local(volume, block_size=5, method="mean"),
+        lt.threshold_local(volume, block_size=5, method="mean"),
         skf.threshold_local(volume, 5, "mean"),
         rtol=1e-5,
         atol=1e-3,
@@ -784,8 +785,9 @@ def test_threads_work_in_a_forked_child(monkeypatch):
     assert got == expected
 
 
-def test_docstring_examples():
-    failures, tried = doctest.testmod(th, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [th, lt], ids=["threshold", "local_threshold"])
+def test_docstring_examples(module):
+    failures, tried = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.ELLIPSIS)
     assert tried > 0 and failures == 0
 
 
@@ -797,7 +799,7 @@ def test_local_mean_full_range_32bit_strips_bit_identical(dtype):
     image = np.random.default_rng(5).integers(info.min, info.max, (400, 1700), endpoint=True)
     image = image.astype(dtype)
     theirs = skf.threshold_local(image, 35, "mean")
-    np.testing.assert_array_equal(th.threshold_local(image, block_size=35, method="mean"), theirs)
+    np.testing.assert_array_equal(lt.threshold_local(image, block_size=35, method="mean"), theirs)
     np.testing.assert_array_equal(
-        th.apply_local_threshold(image, block_size=35, method="mean"), image > theirs
+        lt.apply_local_threshold(image, block_size=35, method="mean"), image > theirs
     )

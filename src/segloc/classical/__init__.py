@@ -105,7 +105,7 @@ def _multiotsu(image: np.ndarray, o: Options) -> np.ndarray:
 
 
 def _local(image: np.ndarray, o: Options) -> np.ndarray:
-    from segloc.classical.threshold import apply_local_threshold
+    from segloc.classical.local_threshold import apply_local_threshold
 
     return apply_local_threshold(
         image, block_size=o.block_size, method=o.local_method, offset=o.offset

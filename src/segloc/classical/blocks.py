@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from segloc._validation import check_choice, check_connectivity, check_int
+from segloc.classical import local_threshold as lt
 from segloc.classical import threshold as th
 from segloc.io.chunked import ChunkedWriter, block_slices
 
@@ -203,7 +204,7 @@ def local_threshold_blocks(
     offset: float
 ) -> np.ndarray:  # fmt: skip
     """``image > threshold_local(image)`` on one block read with :func:`local_halo` voxels."""
-    t = th.threshold_local(block_with_halo, block_size=block_size, method=method, offset=offset)
+    t = lt.threshold_local(block_with_halo, block_size=block_size, method=method, offset=offset)
     return (block_with_halo > t)[inner]
 
 
