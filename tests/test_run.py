@@ -140,10 +140,12 @@ def test_fit_runs_the_phases_in_order(tmp_path):
 def test_budget_is_checked_before_every_step_and_counts_validation(tmp_path):
     task = CountingTask(steps_per_epoch=50, sleep=0.02)
     done = _fit(task, RunFolder(tmp_path / "r"), Budget(seconds=0.2), progress=False)
-    # stopped inside the first epoch (cut at a tenth of the budget, then validation and
-    # writing leave no room): far fewer than 50 steps, one row, validated
-    assert done.epoch == 1 and 1 <= done.step < 50
-    assert math.isfinite(done.history[0]["val_score"])
+    # 50 steps of 0.02 s would take 1 s: the clock stopped the run long before one epoch's
+    # worth of steps (the first epoch is cut at a tenth of the budget; whether a second one
+    # starts depends on how fast validation and writing were), and every epoch was validated
+    assert 1 <= done.step < 50
+    assert done.history[0]["step"] < 50
+    assert all(math.isfinite(row["val_score"]) for row in done.history)
 
 
 class SlowValidation(CountingTask):
