@@ -196,6 +196,10 @@ RECIPES["isbi-border"] = _variant("isbi", border_weight=10.0)
 # number of steps: is it the bfloat16 forward pass (8-bit mantissa) that blurs the last pixel of
 # a membrane? float32 throughout, at 1.7-2.6x the step time.
 RECIPES["isbi-fp32"] = _variant("isbi", precision="fp32")
+# Every recipe in float32, for CPUs without native bfloat16 (emulated, it is 10-30x slower
+# there: 138 steps in 20 minutes where a CPU with it made 4,727): plan_table.py's recipe-fp32.
+for _name in ("hippocampus", "lgg", "ph2", "camvid"):
+    RECIPES[f"{_name}-fp32"] = _variant(_name, precision="fp32")
 # nnU-Net's normalisation: instance norm (statistics of each patch, none carried between
 # batches) in place of batch norm over 4 crops; ~1.6x the step time on this CPU.
 RECIPES["isbi-instance"] = _variant("isbi", extra_model_kwargs={"norm": "instance"})

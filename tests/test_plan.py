@@ -435,3 +435,42 @@ def test_fingerprint_finds_a_void_label(tmp_path):
     # named in an nnU-Net dataset.json, it wins
     (tmp_path / "d" / "dataset.json").write_text(json.dumps({"labels": {"ignore": 3}}))
     assert fingerprint(tmp_path / "d", cache=False).ignore_hint == 3
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_fingerprint_holds_one_case_at_a_time(tmp_path, monkeypatch, keep):
+    """A fingerprint never holds all the dataset's images: the case reader is wrapped to
+    count its image and label arrays still alive, at most one case's (two arrays) when each
+    case is read; ``keep=True`` holds every array in the wrapper to prove the count sees it."""
+    import weakref
+
+    from segloc.engine import fingerprint as fingerprint_module
+
+    n = 30
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mask = np.zeros((48, 40), bool)
+        mask[8:20, i % 20 : i % 20 + 10] = True
+        io.write_image(tmp_path / "d" / "images" / f"c{i:03d}.png",
+                       rng.integers(0, 255, (48, 40), dtype=np.uint8))  # fmt: skip
+        io.write_mask(tmp_path / "d" / "labels" / f"c{i:03d}.png", mask)
+    alive, peak, held = [0], [0], []
+    real = fingerprint_module.load_case
+
+    def _freed():
+        alive[0] -= 1
+
+    def counted(case):
+        image, labels, meta = real(case)
+        for array in (image, labels):
+            alive[0] += 1
+            weakref.finalize(array, _freed)
+        peak[0] = max(peak[0], alive[0])
+        if keep:
+            held.append((image, labels))
+        return image, labels, meta
+
+    monkeypatch.setattr(fingerprint_module, "load_case", counted)
+    fp = fingerprint(tmp_path / "d", cache=False)
+    assert fp.n_cases == n and not fp.problems
+    assert peak[0] == (2 * n if keep else 2)
