@@ -73,10 +73,28 @@ def _cli(args: list[str]) -> tuple[float, int]:
     return time.perf_counter() - t0, done.returncode
 
 
-def _steps(run: Path) -> int:
+def _last(run: Path, column: str) -> float:
+    """The last row's ``column`` of a run's ``metrics.csv``."""
     rows = (run / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
-    return int(rows[-1].split(",")[header.index("step")])
+    return float(rows[-1].split(",")[header.index(column)])
+
+
+def _recipe(name: str, minutes: float, work: Path, method: str) -> dict:
+    """Train ``train_real.py NAME --part segloc`` (a recipe or one of its variants)."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(HERE / "train_real.py"), name, "--part", "segloc",
+         "--minutes", str(minutes), "--work", str(work)],
+        check=True,
+    )  # fmt: skip
+    return {
+        "method": method,
+        "run": work / f"segloc_{name}",
+        "wall": time.perf_counter() - t0,
+        "tta": True,
+        "checkpoint": "best",
+    }
 
 
 def run_dataset(name: str, work: Path, only: list[str], reuse: bool = False) -> list[dict]:
@@ -84,33 +102,16 @@ def run_dataset(name: str, work: Path, only: list[str], reuse: bool = False) -> 
     data = DATA / recipe["folder"]
     minutes = recipe["minutes"]
     results = []
-    if "no-flag" in only and reuse and (work / f"noflag_{name}" / "model.safetensors").is_file():
-        # a finished run scored again (e.g. after the next run of the same command was
-        # stopped): its process wall time was not kept, its last step's clock is shown
-        results.append(
-            {
-                "method": "no-flag (segloc train --data --time-budget)",
-                "run": work / f"noflag_{name}",
-                "wall": None,
-                "tta": None,
-            }
-        )
-    elif "no-flag" in only:
+    if "no-flag" in only:
         run = work / f"noflag_{name}"
-        wall, code = _cli(
-            [
-                "train",
-                "--data",
-                str(data),
-                "--time-budget",
-                f"{minutes:g}m",
-                "--out",
-                str(run),
-                "-q",
-            ]
-        )
-        if code:
-            raise SystemExit(f"no-flag run of {name} failed (exit {code})")
+        wall = None  # a reused run: its process wall time was not kept
+        if not (reuse and (run / "model.safetensors").is_file()):
+            wall, code = _cli(
+                ["train", "--data", str(data), "--time-budget", f"{minutes:g}m",
+                 "--out", str(run), "-q"]
+            )  # fmt: skip
+            if code:
+                raise SystemExit(f"no-flag run of {name} failed (exit {code})")
         results.append(
             {
                 "method": "no-flag (segloc train --data --time-budget)",
@@ -120,48 +121,14 @@ def run_dataset(name: str, work: Path, only: list[str], reuse: bool = False) -> 
             }
         )
     if "recipe" in only:
-        t0 = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "train_real.py"),
-                name,
-                "--part",
-                "segloc",
-                "--minutes",
-                str(minutes),
-                "--work",
-                str(work),
-            ],
-            check=True,
-        )
-        results.append(
-            {
-                "method": "hand-made recipe (train_real.py)",
-                "run": work / f"segloc_{name}",
-                "wall": time.perf_counter() - t0,
-                "tta": True,
-                "checkpoint": "best",
-            }
-        )
+        results.append(_recipe(name, minutes, work, "hand-made recipe (train_real.py)"))
     if "recipe-fp32" in only:
-        # the same recipe in float32: the recipes ask for bfloat16, which a CPU without it
-        # emulates at a fraction of the speed (the planner's probe sees that; a recipe cannot)
-        t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, str(HERE / "train_real.py"), f"{name}-fp32", "--part", "segloc",
-             "--minutes", str(minutes), "--work", str(work)],
-            check=True,
-        )  # fmt: skip
+        # the recipes ask for bfloat16, which a CPU without it emulates at a fraction of the
+        # speed (the planner's probe sees that; a recipe cannot)
         results.append(
-            {
-                "method": "hand-made recipe in float32 (train_real.py NAME-fp32)",
-                "run": work / f"segloc_{name}-fp32",
-                "wall": time.perf_counter() - t0,
-                "tta": True,
-                "checkpoint": "best",
-            }
-        )
+            _recipe(f"{name}-fp32", minutes, work,
+                    "hand-made recipe in float32 (train_real.py NAME-fp32)")
+        )  # fmt: skip
     if "defaults" in only:
         run = work / f"defaults_{name}"
         wall, code = _cli(
@@ -194,7 +161,7 @@ def _score_all(name: str, results: list[dict]) -> list[dict]:
         run = Path(r["run"])
         splits[r["method"]] = json.loads((run / "split.json").read_text())["val"]
         r["scores"] = _score(run, data, recipe, r["tta"], checkpoint=r.get("checkpoint"))
-        r["steps"] = _steps(run)
+        r["steps"] = int(_last(run, "step"))
     same = len({tuple(v) for v in splits.values()}) <= 1
     for r in results:
         r["same_split"] = same
@@ -215,9 +182,7 @@ def _report(name: str, results: list[dict], header: str) -> str:
     ]
     for r in results:
         if r["wall"] is None:
-            rows = (Path(r["run"]) / "metrics.csv").read_text().splitlines()
-            clock = float(rows[-1].split(",")[rows[0].split(",").index("seconds")])
-            wall = f"reused run: last step at {clock / 60:.2f} min"
+            wall = f"reused run: last step at {_last(Path(r['run']), 'seconds') / 60:.2f} min"
         else:
             wall = f"{r['wall'] / 60:.2f} min ({r['wall'] / (60 * minutes):.1%})"
         lines.append(f"| {r['method']} | {r['scores'][key]:.4f} | {r['steps']} | {wall} |")
@@ -237,7 +202,7 @@ def combined(folder: Path) -> str:
         path = folder / f"plan_table_{name}.md"
         if not path.is_file():
             continue
-        rows = [line for line in path.read_text().splitlines() if line.startswith("| ")][2:]
+        rows = [line for line in path.read_text().splitlines() if line.startswith("| ")][1:]
         cells = [row.split("|")[2].strip() for row in rows]
         lines.append(f"| {name} | {METRIC[RECIPES[name]['metric']]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
