@@ -8,8 +8,9 @@ large tensor is a fresh mapping whose pages fault in again. This times the 30 IS
 slices (``$SEGLOC_DATA/isbi2012/test/images``, the random-weights U-Net of
 ``benchmarks/scale.py``), one thread, one warm-up slice untimed, each in a fresh process:
 as is, with the nanny's setting, and with it plus ``MALLOC_MMAP_THRESHOLD_`` at glibc's
-largest (32 MiB). Then a 1-worker ``LocalCluster`` with Dask's setting and with it removed
-from ``pre-spawn-environ`` (printing what the worker's environment holds). Idle machine only.
+largest (32 MiB). Then a 1-worker cluster as Dask makes it (``LocalCluster``) and as segloc
+makes it (:func:`segloc.engine.distributed.local_cluster`, which adds that mmap threshold),
+printing what each worker's environment holds. Idle machine only.
 """
 
 from __future__ import annotations
@@ -48,10 +49,9 @@ ENVS = {
 
 
 def main() -> int:
-    import dask
     from distributed import Client, LocalCluster
 
-    from segloc.engine.distributed import predict_folder_dask
+    from segloc.engine.distributed import local_cluster, predict_folder_dask
 
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,24 +65,24 @@ def main() -> int:
             )  # fmt: skip
             res[label] = float(out.stdout.split()[-1])
             print(label, f"{res[label]:.1f} s", flush=True)
-        for label, trim in (("dask", True), ("dask, trim removed", False)):
-            environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-            if not trim:
-                environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-                cluster = LocalCluster(
-                    n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0",
-                )  # fmt: skip
-                with Client(cluster) as c:
-                    seen = c.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
-                    predict_folder_dask(c, model, [IMAGES / "0.png"], work / f"{label}-warm")
-                    t = time.perf_counter()
-                    predict_folder_dask(c, model, [IMAGES], work / label)
-                    res[label] = time.perf_counter() - t
-                cluster.close()
-            print(label, f"{res[label]:.1f} s; worker's MALLOC_TRIM_THRESHOLD_:",
-                  list(seen.values()), flush=True)  # fmt: skip
+        makers = {
+            "dask LocalCluster": lambda: LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            ),
+            "segloc local_cluster": lambda: local_cluster(1),
+        }  # fmt: skip
+        for label, make in makers.items():
+            cluster = make()
+            with Client(cluster) as c:
+                seen = c.run(lambda: {k: v for k, v in os.environ.items() if "MALLOC_" in k})
+                predict_folder_dask(c, model, [IMAGES / "0.png"], work / f"{label}-warm")
+                t = time.perf_counter()
+                predict_folder_dask(c, model, [IMAGES], work / label)
+                res[label] = time.perf_counter() - t
+            cluster.close()
+            print(label, f"{res[label]:.1f} s; worker's environment:", list(seen.values()),
+                  flush=True)  # fmt: skip
     print(json.dumps(res))
     return 0
 

@@ -1,8 +1,9 @@
 """Prediction and labelling on a Dask cluster (segloc.engine.distributed).
 
 One ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)`` on 127.0.0.1 for the
-module. Oracles: the single-process streamed prediction (bit for bit), scipy.ndimage.label
-(labels), and the outputs of an undisturbed run (resume, killed worker).
+module (made by ``segloc.engine.distributed.local_cluster``). Oracles: the single-process
+streamed prediction (bit for bit), scipy.ndimage.label (labels), and the outputs of an
+undisturbed run (resume, killed worker).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow
 
 from segloc.engine.distributed import (  # noqa: E402
+    WORKER_ENVIRON,
     label_image_dask,
+    local_cluster,
     predict_folder_dask,
     predict_image_dask,
 )
@@ -35,13 +38,26 @@ from test_infer import make_ckpt  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address="127.0.0.1:0", memory_limit="1GiB",
-    )  # fmt: skip
+    cluster = local_cluster(2, memory_limit="1GiB")
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
+
+
+def test_local_cluster_workers_get_the_mmap_threshold_and_keep_the_nannys_trim(client):
+    """The workers start with glibc's mmap threshold raised (WORKER_ENVIRON) beside the
+    nanny's own MALLOC_TRIM_THRESHOLD_, and making the cluster left the caller's Dask
+    configuration as it was."""
+    import dask
+
+    seen = client.run(lambda: {k: os.environ.get(k) for k in
+                               ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})  # fmt: skip
+    assert len(seen) == 2
+    default = dask.config.get("distributed.nanny.pre-spawn-environ")
+    for env in seen.values():
+        assert env["MALLOC_MMAP_THRESHOLD_"] == WORKER_ENVIRON["MALLOC_MMAP_THRESHOLD_"]
+        assert env["MALLOC_TRIM_THRESHOLD_"] == str(default["MALLOC_TRIM_THRESHOLD_"])
+    assert "MALLOC_MMAP_THRESHOLD_" not in default
 
 
 def write_zarr(path: Path, image: np.ndarray, chunks) -> Path:
@@ -198,3 +214,63 @@ def test_cli_predict_dask_local_cluster(models, tmp_path):
         open_chunked(tmp_path / "out" / "big.zarr")[:], pred.predict_labels(image)
     )
     assert (tmp_path / "out" / "a.png").exists()
+
+
+def _peak_rss(dask_worker=None) -> int:
+    """This process's resident high-water mark in bytes (VmHWM: since exec, unlike
+    ru_maxrss, which keeps the forking parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_worker_memory_stays_under_its_limit_on_an_input_ten_times_larger(tmp_path):
+    """Two workers of 1 GiB each predict a 10.2 GiB float32 image (52,224² pixels; stored
+    sparsely: Zarr chunks never written read as 0, so the disk holds a few MiB) and write its
+    2.5 GiB label map: every worker's peak RSS stays under its limit, no worker restarts, and
+    the labels equal a single-process prediction of a small image with the same content at
+    the same window phase (the windows near an object and far from everything)."""
+    limit = 1 << 30
+    side, chunk, patch = 52224, 1024, 256
+    assert side * side * 4 >= 10 * limit
+    make_ckpt(tmp_path / "m.safetensors", normalize=None, patch_size=[patch, patch])
+    model = tmp_path / "m.safetensors"
+    rng = np.random.default_rng(7)
+    blob = (rng.random((chunk, chunk)) * 4).astype(np.float32)
+    w = ChunkedWriter(tmp_path / "big.zarr", (side, side), np.float32, (chunk, chunk))
+    w.array[5 * chunk : 6 * chunk, 5 * chunk : 6 * chunk] = blob  # one object, chunk-aligned
+    big = w.commit()
+    # the same object in a 4096² image at the same phase of the window grid (a multiple of
+    # the stride 128 from an image edge that no window is shifted against)
+    small = np.zeros((4 * chunk, 4 * chunk), np.float32)
+    small[2 * chunk : 3 * chunk, 2 * chunk : 3 * chunk] = blob
+    src = write_zarr(tmp_path / "small.zarr", small, (chunk, chunk))
+    ref = open_chunked(predict_chunked(Predictor(model, device="cpu"), src,
+                                       tmp_path / "ref.zarr").path)[:]  # fmt: skip
+
+    cluster = local_cluster(2, memory_limit=limit)
+    try:
+        with distributed.Client(cluster) as client:
+            pids = client.run(os.getpid)
+            out, counts = predict_image_dask(client, model, big, tmp_path / "out.zarr")
+            peaks = client.run(_peak_rss)
+            assert client.run(os.getpid) == pids, "a worker was restarted (memory limit?)"
+    finally:
+        cluster.close()
+    print({"peak_rss_mib": {k: v >> 20 for k, v in peaks.items()}, **counts})
+    assert counts["chunks_computed"] == (side // chunk) ** 2
+    assert max(peaks.values()) < limit
+    labels = open_chunked(out)
+    # around the object: small[c:3840] is covered by interior windows only (3840 = 4096 - 256)
+    n = 3840 - chunk
+    np.testing.assert_array_equal(labels[4 * chunk : 4 * chunk + n, 4 * chunk : 4 * chunk + n],
+                                  ref[chunk : chunk + n, chunk : chunk + n])  # fmt: skip
+    # far from the object and the edges: the blend of all-zero windows (small[256:1280] meets
+    # no window that reaches the object), the same in any chunk at the same phase
+    far = ref[patch : patch + chunk, patch : patch + chunk]
+    for r, c in [(20, 33), (49, 2)]:
+        np.testing.assert_array_equal(
+            labels[r * chunk + patch : (r + 1) * chunk + patch,
+                   c * chunk + patch : (c + 1) * chunk + patch], far)  # fmt: skip
