@@ -398,9 +398,11 @@ def test_segloc_plan_exits_2_naming_the_files(tmp_path, capsys, kind):
             named = "a1.png"
         if kind == "single case":
             named = "a0"
-    code = main(["plan", "--data", str(root), "--time-budget", "10s"])
+    out = tmp_path / "p" / "plan.yaml"
+    code = main(["plan", "--data", str(root), "--time-budget", "10s", "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and named in err, err
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # no plan, no fingerprint
 
 
 def test_segloc_plan_writes_plan_and_fingerprint(tmp_path, capsys):

@@ -537,8 +537,8 @@ def fingerprint(
     cache : bool
         Read and write the user cache (``$SEGLOC_CACHE`` or ``~/.cache/segloc``).
     save_to : path-like, optional
-        Also write it there (a run folder's ``fingerprint.json``); read it from there when
-        its key matches the files.
+        Also write it there (a run folder's ``fingerprint.json``) unless it reports problems;
+        read it from there when its key matches the files.
     seed : int
         Seed of the voxel sampling (mixed with each case's pixels).
     progress : callable, optional
@@ -564,6 +564,8 @@ def fingerprint(
     fp = found or _measure(root, cases, seed, progress)
     fp.key = key
     for place in places:
+        if fp.problems and save_to and place == Path(save_to):
+            continue  # the caller stops on them: no output beside its other outputs
         try:
             if not (place.is_file() and _cached(place, key)):
                 save_fingerprint(fp, place)

@@ -147,11 +147,12 @@ def write_plan(
     data: str | os.PathLike, output: str | os.PathLike | None = None, **options: Any
 ) -> Planned:
     """:func:`plan_dataset`, with ``output`` (when given) receiving the plan's YAML and a
-    ``fingerprint.json`` beside it; ``segloc plan``."""
+    ``fingerprint.json`` beside it; ``segloc plan``. Neither is written when the fingerprint
+    reports problems (the caller exits non-zero)."""
     if output is not None:
         options.setdefault("save_fingerprint", Path(output).parent / "fingerprint.json")
     planned = plan_dataset(data, **options)
-    if output is not None and planned.plan.settings:
+    if output is not None and planned.plan.settings and not planned.fingerprint.problems:
         from segloc._validation import write_atomic
 
         text = planned.yaml()
