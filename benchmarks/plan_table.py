@@ -195,16 +195,33 @@ def _report(name: str, results: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+COLUMNS = {  # the table's columns, by the start of each file's method cell
+    "no-flag": "no-flag",
+    "hand-made recipe in float32": "recipe in float32",
+    "hand-made recipe": "recipe as written",
+    "today's defaults": "defaults",
+}
+
+
 def combined(folder: Path) -> str:
-    """One table from the ``plan_table_*.md`` files under ``folder``."""
-    lines = ["| dataset | metric | no-flag | recipe | defaults |", "|---|---|---|---|---|"]
+    """One table from the ``plan_table_NAME*.md`` files under ``folder`` (a method measured in
+    several files: the first in name order, so ``plan_table_NAME.md`` first)."""
+    lines = ["| dataset | metric | " + " | ".join(COLUMNS.values()) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]  # fmt: skip
     for name in DATASETS:
-        path = folder / f"plan_table_{name}.md"
-        if not path.is_file():
-            continue
-        rows = [line for line in path.read_text().splitlines() if line.startswith("| ")][1:]
-        cells = [row.split("|")[2].strip() for row in rows]
-        lines.append(f"| {name} | {METRIC[RECIPES[name]['metric']]} | " + " | ".join(cells) + " |")
+        paths = sorted(folder.glob(f"plan_table_{name}.md")) + sorted(
+            folder.glob(f"plan_table_{name}-*.md")
+        )
+        cells: dict[str, str] = {}
+        for path in paths:
+            rows = [line for line in path.read_text().splitlines() if line.startswith("| ")][1:]
+            for row in rows:
+                method, score = (c.strip() for c in row.split("|")[1:3])
+                column = next(v for k, v in COLUMNS.items() if method.startswith(k))
+                cells.setdefault(column, score)
+        if cells:
+            row = " | ".join(cells.get(c, "not run") for c in COLUMNS.values())
+            lines.append(f"| {name} | {METRIC[RECIPES[name]['metric']]} | {row} |")
     return "\n".join(lines)
 
 
