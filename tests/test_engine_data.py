@@ -564,6 +564,65 @@ def test_dataset_cache(folder):
     assert bounded.load(0)[0] is not first  # evicted, read again
 
 
+@pytest.fixture
+def slices(tmp_path):
+    """Four 16x16 slices of which only "s2" holds foreground (class 1); "s3" holds only the
+    ignore label 5."""
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        lab = np.zeros((16, 16), np.uint8)
+        if i == 2:
+            lab[6:9, 6:9] = 1
+        if i == 3:
+            lab[:2] = 5
+        write_case(tmp_path, f"s{i}", rng.integers(0, 255, (16, 16), dtype=np.uint8), lab)
+    return find_cases(tmp_path)
+
+
+def _drawn_cases(ds, n):
+    return [ds[k % len(ds)]["case"] for k in range(n)]
+
+
+def test_dataset_foreground_draws_move_to_a_case_that_holds_foreground(slices):
+    # whole-slice patches: without the move, oversampling could not change a single patch
+    kw = dict(patch_size=(16, 16), label_mapping=None, ignore_index=5, samples_per_epoch=400)
+    always = SegmentationDataset(slices, foreground_fraction=1.0, **kw)
+    assert set(_drawn_cases(always, 400)) == {"s2"}
+    assert always.foreground_cases == [2]  # found by reading every case (ignore label apart)
+    never = SegmentationDataset(slices, foreground_fraction=0.0, **kw)
+    assert _drawn_cases(never, 8) == ["s0", "s1", "s2", "s3"] * 2
+    kept = SegmentationDataset(slices, foreground_fraction=1.0, foreground_cases=[], **kw)
+    assert _drawn_cases(kept, 8) == ["s0", "s1", "s2", "s3"] * 2
+    # half the draws are foreground; of the other half, one case in four is s2: 0.625
+    half = SegmentationDataset(slices, foreground_fraction=0.5, seed=3, **kw)
+    share = np.mean([c == "s2" for c in _drawn_cases(half, 4000)])
+    assert abs(share - 0.625) < 0.03, share  # binomial sd 0.008
+    # the cases found by reading equal the cases given (the trainer's survey passes them)
+    given = SegmentationDataset(slices, foreground_fraction=0.5, seed=3, foreground_cases=[2], **kw)
+    found = SegmentationDataset(slices, foreground_fraction=0.5, seed=3, **kw)
+    assert _drawn_cases(given, 400) == _drawn_cases(found, 400)
+
+
+def test_dataset_patches_unchanged_where_every_case_holds_foreground(folder):
+    # the dataset draws the foreground coin itself; the random stream must be the sampler's
+    cases = find_cases(folder)
+    ds = SegmentationDataset(cases, patch_size=(12, 12), samples_per_epoch=30, seed=4)
+    rng = np.random.default_rng(4)
+    sampler = PatchSampler((12, 12))
+    for k in range(30):
+        image, labels = ds.load(k % len(cases))
+        want_image, want_labels = sampler.sample(image, labels, rng=rng)
+        item = ds[k]
+        np.testing.assert_array_equal(item["image"].numpy(), want_image)
+        np.testing.assert_array_equal(item["label"].numpy(), want_labels)
+    assert ds.foreground_cases is None  # never needed: nothing was read beyond the draws
+
+
+def test_dataset_rejects_foreground_cases_outside_the_cases(folder):
+    with pytest.raises(ValueError, match=r"foreground_cases must index the 3 cases, got \[3\]"):
+        SegmentationDataset(find_cases(folder), foreground_cases=[0, 3])
+
+
 def test_dataset_3d_patches_on_hippocampus():
     cases = find_cases(need("hippocampus"))[:2]
     ds = SegmentationDataset(

@@ -201,6 +201,19 @@ def test_ignore_label_and_instance_ids():
     assert all(c.classes == 2 for c in candidates(fp))
 
 
+def test_foreground_draws_say_when_few_cases_hold_the_object():
+    plain = _plan(_fp())
+    assert plain.settings["foreground_fraction"] == 0.33
+    assert "moves" not in plain.reasons["foreground_fraction"]  # every case holds class 1
+    classes = dict(_fp().classes)
+    classes["1"] = {**classes["1"], "cases": 35}
+    classes["2"] = {**classes["1"], "cases": 60}
+    classes["3"] = {**classes["1"], "cases": 10}  # the ignore label: not an object class
+    sparse = _plan(_fp(classes=classes, label_values=4, binary_files=False, ignore_hint=3))
+    assert "class 1 is in 35 of 100 cases" in sparse.reasons["foreground_fraction"]
+    assert TrainConfig.from_dict(sparse.settings).validate().foreground_cases is True
+
+
 def test_dark_frame_normalises_over_the_body():
     plan = _plan(_fp(body_fraction=[0.4] * 100))
     assert plan.settings["normalize"] == "body"

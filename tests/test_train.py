@@ -151,12 +151,44 @@ def test_training_state_is_not_unpickled(tmp_path):
         ({"augment_kwargs": {"flip": 1}}, r"unknown Augmenter setting\(s\) \['flip'\]"),
         ({"augment_kwargs": [1]}, "augment_kwargs must be a mapping"),
         ({"augment": "none", "augment_kwargs": {"p_flip": 0}}, "not 'none'"),
+        ({"foreground_cases": "yes"}, "foreground_cases must be true or false, got 'yes'"),
+        ({"resume": 1}, "resume must be true or false, got 1"),
     ],
 )
 def test_config_rejects(settings, message):
     cfg = TrainConfig.from_dict({"data": "d", "epochs": 1, **settings})
     with pytest.raises(ValueError, match=message):
         cfg.validate()
+
+
+@pytest.mark.parametrize("move", [True, False])
+def test_training_patches_hand_foreground_cases_to_the_dataset(tmp_path, move):
+    """The survey's read of every case names those holding foreground; the training set
+    moves foreground draws to them unless ``foreground_cases: false``."""
+    from segloc.engine.run import Dist
+    from segloc.engine.train import _prepare_data
+
+    data = _disks(tmp_path / "d", n=6)
+    empty = sorted((data / "labels").iterdir())[:3]
+    for path in empty:  # three slices without foreground
+        io.write_mask(path, np.zeros(io.read_mask(path)[0].shape, bool))
+    cfg = TrainConfig.from_dict(
+        {
+            "data": str(data),
+            "epochs": 1,
+            "patch": [32, 32],
+            "val_fraction": 0.34,
+            "foreground_cases": move,
+            "foreground_fraction": 1.0,
+        }
+    ).validate()
+    prepared = _prepare_data(cfg, Dist())
+    names = [c.name for c in prepared.train_cases]
+    holding = [i for i, n in enumerate(names) if n not in {p.stem for p in empty}]
+    assert 0 < len(holding) < len(names)  # the split left empty and full slices to train on
+    assert prepared.train.foreground_cases == (holding if move else [])
+    drawn = {prepared.train[k]["case"] for k in range(len(prepared.train))}
+    assert drawn <= {names[i] for i in holding} if move else drawn == set(names)
 
 
 def test_ema_update_hand_computed():

@@ -141,6 +141,10 @@ class TrainConfig:
         with a consistent offset along the rows.
     foreground_fraction : float
         Share of patches centred on foreground.
+    foreground_cases : bool
+        A foreground draw on a case without foreground moves to a case with some (nnU-Net's
+        2D loader), so the share holds where patches cover whole slices and few slices hold
+        the object. False: keep the drawn case (segloc before 2026-12-06).
     workers : int
         DataLoader worker processes.
     cache_mib : int
@@ -204,6 +208,7 @@ class TrainConfig:
     augment: str = "default"
     augment_kwargs: dict[str, Any] = field(default_factory=dict)
     foreground_fraction: float = 1 / 3
+    foreground_cases: bool = True
     workers: int = 0
     cache_mib: int = 4096
     device: str = "auto"
@@ -285,6 +290,9 @@ class TrainConfig:
             raise ValueError("normalize 'ct' needs intensity_stats (lo, hi, mean, std per channel)")
         check_choice(self.label_mapping, ("auto", "binary"), name="label_mapping")
         check_choice(self.select, ("best", "last"), name="select")
+        for name in ("deep_supervision", "foreground_cases", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.decide, list) or not set(self.decide) <= {"tta", "keep_largest"}:
             raise ValueError(
                 f"decide must be a list of 'tta' and 'keep_largest', got {self.decide!r}"

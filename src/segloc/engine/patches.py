@@ -215,6 +215,13 @@ class SegmentationDataset(Dataset):
         Length in patch mode (default: the number of cases).
     foreground_fraction : float
         Of the patch sampler.
+    foreground_cases : sequence of int, optional
+        Indices of the cases that hold foreground. A foreground draw (``foreground_fraction``)
+        on a case without any moves to one of these, drawn uniformly, as nnU-Net's 2D loader
+        picks a slice that holds the class [1]_: otherwise, where patches cover whole slices
+        and few slices hold the object (tumours in brain MRI), oversampling would change no
+        patch. None: found on the first such draw by loading every case once; empty: keep the
+        drawn case (a random patch of it).
     label_mapping : "auto", None or dict
         See :func:`load_case`.
     ignore_index : int, optional
@@ -229,6 +236,11 @@ class SegmentationDataset(Dataset):
         same deformation; near a patch's edge the objects beyond it are unseen.
     seed : int
         Seed of the generator used outside workers.
+
+    References
+    ----------
+    .. [1] Isensee et al., nnU-Net, Nature Methods 2021, :doi:`10.1038/s41592-020-01008-z`
+       (``nnUNetDataLoader2D``: forced-foreground samples pick a slice holding the class).
     """
 
     def __init__(
@@ -247,10 +259,19 @@ class SegmentationDataset(Dataset):
         pixel_weight: Callable[[np.ndarray], np.ndarray] | None = None,
         seed: int = 0,
         intensity_stats: Sequence[Mapping[str, float]] | None = None,
+        foreground_cases: Sequence[int] | None = None,
     ) -> None:
         self.cases = list(cases)
         if not self.cases:
             raise ValueError("cases must not be empty")
+        if foreground_cases is not None:
+            foreground_cases = [int(i) for i in foreground_cases]
+            bad = [i for i in foreground_cases if not 0 <= i < len(self.cases)]
+            if bad:
+                raise ValueError(
+                    f"foreground_cases must index the {len(self.cases)} cases, got {bad[:5]}"
+                )
+        self.foreground_cases = foreground_cases
         if normalize is not None:
             check_choice(normalize, NORMALIZATIONS, name="normalize")
         self.intensity_stats = None if intensity_stats is None else list(intensity_stats)
@@ -316,13 +337,34 @@ class SegmentationDataset(Dataset):
             self._cache_bytes += size
         return image, labels
 
+    def _holds_foreground(self, labels: np.ndarray) -> bool:
+        found = labels[labels > 0]
+        if self.ignore_index is not None:
+            found = found[found != self.ignore_index]
+        return bool(found.size)
+
+    def _foreground_cases(self) -> list[int]:
+        if self.foreground_cases is None:
+            self.foreground_cases = [
+                i for i in range(len(self.cases)) if self._holds_foreground(self.load(i)[1])
+            ]
+        return self.foreground_cases
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index must be in 0..{len(self) - 1}, got {index}")
         i = index % len(self.cases)
         image, labels = self.load(i)
         if self.sampler is not None:
-            image, labels = self.sampler.sample(image, labels, rng=self.rng)
+            # drawn here, in the sampler's order, so cases that all hold foreground see the
+            # same random stream as a sampler drawing it itself
+            foreground = bool(self.rng.random() < self.sampler.foreground_fraction)
+            if foreground and not self._holds_foreground(labels):
+                others = self._foreground_cases()
+                if others:
+                    i = others[int(self.rng.integers(len(others)))]
+                    image, labels = self.load(i)
+            image, labels = self.sampler.sample(image, labels, rng=self.rng, foreground=foreground)
         if self.augment is not None:
             image, labels = self.augment(image, labels, rng=self.rng)
         item = {

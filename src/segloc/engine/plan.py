@@ -388,6 +388,22 @@ def _labels(fp: Fingerprint, plan: Plan) -> None:
         )
 
 
+def _sampling(fp: Fingerprint, plan: Plan) -> None:
+    reason = "a third of the patches centred on a foreground voxel (nnU-Net)"
+    present = {
+        int(k): int(v["cases"])
+        for k, v in fp.classes.items()
+        if int(k) > 0 and int(k) != fp.ignore_hint
+    }
+    if present and min(present.values()) < fp.n_cases:
+        k = min(present, key=lambda c: (present[c], c))
+        reason += (
+            f"; class {k} is in {present[k]} of {fp.n_cases} cases, so a draw on a case "
+            "without foreground moves to one with some"
+        )
+    plan.set("foreground_fraction", 0.33, reason)
+
+
 def candidates(fp: Fingerprint, device: str = "cpu") -> list[Candidate]:
     """The network sizes whose training step the probe should time for this dataset."""
     scratch = Plan()
@@ -600,6 +616,7 @@ def make_plan(
     _augmentation(fp, plan)
     n_val = _split(fp, plan)
     _labels(fp, plan)
+    _sampling(fp, plan)
     cands = candidates(fp, probe.device)
     precision, times = _chosen(probe, cands)
     _precision(probe, precision, plan)
@@ -661,6 +678,7 @@ _ORDER = (
     "extra_model_kwargs",
     "patch",
     "batch",
+    "foreground_fraction",
     "time_budget",
     "samples_per_epoch",
     "optimizer",

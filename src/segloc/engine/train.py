@@ -243,6 +243,7 @@ class _Survey:
     ignore_seen: bool
     first: Path  # the first case's image
     where: dict[int, Path]  # a label value -> the first label file holding it
+    foreground: list[int]  # indices of the cases holding a class > 0 (ignore label apart)
 
     @property
     def classes(self) -> int:
@@ -258,7 +259,7 @@ def _survey(
     first = like.first if like is not None else None
     values: set[int] = set()
     where: dict[int, Path] = {}
-    shapes, ignore_seen = [], False
+    shapes, ignore_seen, foreground = [], False, []
     for i, case in enumerate(dataset.cases):
         try:
             image, labels = dataset.load(i)
@@ -283,8 +284,10 @@ def _survey(
             where.setdefault(int(v), case.label)
         values.update(int(v) for v in found)
         shapes.append(labels.shape)
+        if found.size and found.max() > 0:
+            foreground.append(i)
     assert dims is not None and channels is not None and first is not None
-    return _Survey(dims, channels, values, shapes, ignore_seen, first, where)
+    return _Survey(dims, channels, values, shapes, ignore_seen, first, where, foreground)
 
 
 def _check_classes(cfg: TrainConfig, train: _Survey, val: _Survey) -> None:
@@ -398,6 +401,7 @@ def _prepare_data(cfg: TrainConfig, dist: Dist) -> _Data:
         augment=augmenter,
         samples_per_epoch=cfg.samples_per_epoch,
         foreground_fraction=cfg.foreground_fraction,
+        foreground_cases=survey.foreground if cfg.foreground_cases else [],
         pixel_weight=_weight_map(cfg),
         seed=cfg.seed + dist.rank,
         **common,
