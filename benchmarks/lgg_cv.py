@@ -115,6 +115,29 @@ CONFIGS: dict[str, tuple[dict, str]] = {
         },
         "all",
     ),
+    # one thing at a time from the plan
+    "plan-instance": (
+        {
+            "depth": 5,
+            "normalize": "body",
+            "ema": 0.999,
+            "warmup": 0.044,
+            "foreground_fraction": 1 / 3,
+            "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
+            "extra_model_kwargs": {"norm": "instance"},
+        },
+        "all",
+    ),
+    "plan-depth4": (
+        {
+            "normalize": "body",
+            "ema": 0.999,
+            "warmup": 0.044,
+            "foreground_fraction": 1 / 3,
+            "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
+        },
+        "all",
+    ),
     # foreground draws kept on the drawn slice (segloc before `foreground_cases`): with whole
     # slices as patches, oversampling then changed no patch, and a third of the draws held
     # tumour whatever `foreground_fraction` said
