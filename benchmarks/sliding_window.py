@@ -17,7 +17,12 @@ warmed up before; peak RSS = the process's ru_maxrss at the end):
   4 windows per call, probabilities (a full-size float buffer per class, as MONAI);
 - ``segloc-labels``: the same with ``output="labels"`` (arg-max per finished slab);
 - ``segloc-b1``: labels, one window per network call (a quarter of the activations);
-- ``segloc-onnx``: labels, one window per call through ONNX Runtime.
+- ``segloc-onnx``: labels, one window per call through ONNX Runtime, the network exported
+  in the same process;
+- ``segloc-onnx-file``: the same network exported to an ONNX file by another process first
+  (as a user deploys it: ``segloc export``), so the process holds neither MONAI nor a torch
+  copy of the network nor the export's trace, and ONNX Runtime's memory arena is off (each
+  window's activations are returned to the allocator, not kept for the largest call).
 
 The table gives wall time, peak RSS, the ratios to MONAI, the windows computed / reused
 (constant background), and the agreement: the largest probability difference to MONAI, or
@@ -40,7 +45,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SEGLOC_DATA", HERE.parents[0].parent / "shared" / "data"))
-RUNS = ("monai", "segloc", "segloc-labels", "segloc-b1", "segloc-onnx")
+RUNS = ("monai", "segloc", "segloc-labels", "segloc-b1", "segloc-onnx", "segloc-onnx-file")
 FEATURES = (16, 32, 64, 128, 256, 16)
 
 
@@ -59,17 +64,46 @@ def _input(case: str, small: bool) -> tuple[np.ndarray, tuple[int, ...]]:
     return normalize(np.tile(img, (reps, reps)), "zscore"), (128,) * 2 if small else (256,) * 2
 
 
+def _network(dims: int):
+    """MONAI's BasicUNet with the weights every process shares (seed 0)."""
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    return BasicUNet(spatial_dims=dims, in_channels=1, out_channels=2, features=FEATURES).eval()
+
+
+def export(case: str, small: bool, path: str) -> None:
+    """Write the shared network as an ONNX file (batch axis dynamic), in its own process."""
+    import torch
+
+    roi = _input(case, small)[1]
+    torch.onnx.export(_network(len(roi)), torch.zeros(1, 1, *roi), path, dynamo=False,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+
+
+def _onnx_file(path: str):
+    import torch
+
+    from segloc.nn.export import OnnxPredictor
+
+    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+    predictor = OnnxPredictor(path, memory_arena=False, threads=threads)
+    return lambda w: torch.from_numpy(predictor(w.numpy()))
+
+
 def child(case: str, run: str, small: bool, out: str) -> None:
     import resource
 
     import torch
-    from monai.networks.nets import BasicUNet
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     x, roi = _input(case, small)
-    dims = len(roi)
-    torch.manual_seed(0)
-    net = BasicUNet(spatial_dims=dims, in_channels=1, out_channels=2, features=FEATURES).eval()
+    if run == "segloc-onnx-file":
+        net = _onnx_file(out + ".onnx")
+    else:
+        net = _network(len(roi))
     t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
     stats = None
     with torch.no_grad():
@@ -89,7 +123,7 @@ def child(case: str, run: str, small: bool, out: str) -> None:
             model = net
             if run == "segloc-onnx":
                 model = _onnx(net, roi)
-            batch = 1 if run in ("segloc-b1", "segloc-onnx") else 4
+            batch = 1 if run in ("segloc-b1", "segloc-onnx", "segloc-onnx-file") else 4
             output = "probabilities" if run == "segloc" else "labels"
             y = sliding_window_inference(
                 model,
@@ -130,9 +164,13 @@ def main() -> int:
     p.add_argument("--runs", default=",".join(RUNS))
     p.add_argument("--out")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--export", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args.child[0], args.child[1], args.small, args.child[2])
+        return 0
+    if args.export:
+        export(args.export[0], args.small, args.export[1])
         return 0
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="segloc-bench-"))
@@ -140,9 +178,11 @@ def main() -> int:
         ref = None
         for run in args.runs.split(","):
             out = tmp / f"{case}-{run}.npy"
-            cmd = [sys.executable, __file__, "--child", case, run, str(out)] + (
-                ["--small"] if args.small else []
-            )
+            small = ["--small"] if args.small else []
+            if run == "segloc-onnx-file":
+                cmd = [sys.executable, __file__, "--export", case, f"{out}.onnx", *small]
+                subprocess.run(cmd, check=True, capture_output=True)
+            cmd = [sys.executable, __file__, "--child", case, run, str(out), *small]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)

@@ -90,6 +90,18 @@ def test_export_static_spatial(tmp_path):
     np.testing.assert_allclose(OnnxPredictor(path)(x), torch_logits(net, x), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("arena, threads", [(False, None), (True, 1), (False, 2)])
+def test_predictor_session_options_keep_the_logits(tmp_path, arena, threads):
+    net = UNet(1, 2, base_channels=2, depth=2, padding="same")
+    path = export_onnx(net, tmp_path / "s.onnx", example_shape=(1, 1, 8, 12))
+    predictor = OnnxPredictor(path, memory_arena=arena, threads=threads)
+    options = predictor.session.get_session_options()
+    assert options.enable_cpu_mem_arena is arena
+    assert options.intra_op_num_threads == (threads or 0)  # 0: ONNX Runtime's own choice
+    x = np.random.default_rng(0).normal(size=(3, 1, 16, 12)).astype(np.float32)
+    np.testing.assert_allclose(predictor(x), torch_logits(net, x), rtol=0, atol=1e-4)
+
+
 def test_export_rejects_bad_example_before_writing(tmp_path):
     net = UNet(1, 2, base_channels=2, depth=2, padding="same")
     with pytest.raises(ValueError, match="input size 10x12 is not valid .* use 12x12"):
@@ -124,3 +136,5 @@ def test_predictor_errors(tmp_path):
     junk.write_bytes(b"not onnx")
     with pytest.raises(ValueError, match=rf"^{junk}: not a loadable ONNX model"):
         OnnxPredictor(junk)
+    with pytest.raises(ValueError, match="threads must be an int >= 1 or None, got 0"):
+        OnnxPredictor(junk, threads=0)
