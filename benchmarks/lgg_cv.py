@@ -59,6 +59,25 @@ BASE = dict(
     threads=1,
 )
 
+# the plan's choices for lgg_mri that differ from BASE
+PLAN = {
+    "depth": 5,
+    "normalize": "body",
+    "ema": 0.999,
+    "warmup": 0.044,
+    "foreground_fraction": 1 / 3,
+    "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
+}
+# the plain MONAI recipe in segloc's pipeline: instance norm (BasicUNet's), left-right flips
+# only, AdamW 1e-3 constant, all patients, last weights
+MONAI_LIKE = {
+    "extra_model_kwargs": {"norm": "instance"},
+    "augment": "light",
+    "augment_kwargs": {"flip_axes": [1], "p_rot90": 0.0},
+    "lr": 1e-3,
+    "schedule": "constant",
+}
+
 # name -> (settings over BASE, how the 6 training patients are used)
 #   "split": 4 train + 2 validation patients, the best validation checkpoint (the recipe)
 #   "all": all 6 train, the last weights (validation only at the end, never chosen on)
@@ -67,18 +86,7 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     "recipe": ({}, "split"),
     # the recipe trained on all 6 patients, last weights: the split and the checkpoint choice
     "recipe-all-last": ({}, "all"),
-    # the plain MONAI recipe in segloc's pipeline: instance norm (BasicUNet's), left-right
-    # flips only, AdamW 1e-3 constant, all patients, last weights
-    "monai-like": (
-        {
-            "extra_model_kwargs": {"norm": "instance"},
-            "augment": "light",
-            "augment_kwargs": {"flip_axes": [1], "p_rot90": 0.0},
-            "lr": 1e-3,
-            "schedule": "constant",
-        },
-        "all",
-    ),
+    "monai-like": (MONAI_LIKE, "all"),
     # one thing at a time from recipe-all-last
     "all-last-instance": ({"extra_model_kwargs": {"norm": "instance"}}, "all"),
     "all-last-lrflip": (
@@ -104,67 +112,16 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     "all-ema-body": ({"normalize": "body", "ema": 0.999}, "all"),
     # what `segloc plan` chooses for lgg_mri (depth 5: poolings until the map is 4-8 pixels,
     # warm-up, EMA, last weights), at this benchmark's half resolution and fixed steps
-    "plan": (
-        {
-            "depth": 5,
-            "normalize": "body",
-            "ema": 0.999,
-            "warmup": 0.044,
-            "foreground_fraction": 1 / 3,
-            "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
-        },
-        "all",
-    ),
-    # one thing at a time from the plan
-    "plan-instance": (
-        {
-            "depth": 5,
-            "normalize": "body",
-            "ema": 0.999,
-            "warmup": 0.044,
-            "foreground_fraction": 1 / 3,
-            "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
-            "extra_model_kwargs": {"norm": "instance"},
-        },
-        "all",
-    ),
-    "plan-depth4": (
-        {
-            "normalize": "body",
-            "ema": 0.999,
-            "warmup": 0.044,
-            "foreground_fraction": 1 / 3,
-            "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
-        },
-        "all",
-    ),
+    "plan": (PLAN, "all"),
+    # one thing at a time from the plan (defined, not yet run)
+    "plan-instance": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}}, "all"),
+    "plan-depth4": ({**PLAN, "depth": 4}, "all"),
     # foreground draws kept on the drawn slice (segloc before `foreground_cases`): with whole
     # slices as patches, oversampling then changed no patch, and a third of the draws held
     # tumour whatever `foreground_fraction` said
-    "plan-case-order": (
-        {
-            "depth": 5,
-            "normalize": "body",
-            "ema": 0.999,
-            "warmup": 0.044,
-            "foreground_fraction": 1 / 3,
-            "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
-            "foreground_cases": False,
-        },
-        "all",
-    ),
+    "plan-case-order": ({**PLAN, "foreground_cases": False}, "all"),
     "recipe-case-order": ({"foreground_cases": False}, "split"),
-    "monai-like-case-order": (
-        {
-            "extra_model_kwargs": {"norm": "instance"},
-            "augment": "light",
-            "augment_kwargs": {"flip_axes": [1], "p_rot90": 0.0},
-            "lr": 1e-3,
-            "schedule": "constant",
-            "foreground_cases": False,
-        },
-        "all",
-    ),
+    "monai-like-case-order": ({**MONAI_LIKE, "foreground_cases": False}, "all"),
     "split-ema-body-shift": (
         {
             "normalize": "body",
