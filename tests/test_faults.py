@@ -206,6 +206,29 @@ def test_damaged_run_files_are_named_and_never_unpickled(tmp_path, monkeypatch, 
     assert not (tmp_path / "marker").exists()
 
 
+def test_a_run_config_cut_between_keys_is_refused(tmp_path):
+    """Cut at a line end, a run's config.yaml is still valid YAML: its last line says it is
+    whole. A config a person writes (no first line of a run's) needs none."""
+    from segloc.engine.config import TrainConfig
+    from segloc.engine.run import RUN_CONFIG_START, RunFolder
+
+    run = RunFolder(tmp_path / "r")
+    run.create({"data": "d", "epochs": 3, "lr": 0.002}, {"train": ["a"], "val": ["b"]})
+    text = run.config.read_text()
+    assert TrainConfig.from_yaml(run.config).lr == 0.002
+    lines = text.splitlines(keepends=True)
+    for cut in (len(lines) - 1, 2, 1):
+        run.config.write_text("".join(lines[:cut]))
+        with pytest.raises(ValueError, match=r"r/config.yaml: cut short"):
+            TrainConfig.from_yaml(run.config)
+    run.config.write_text(RUN_CONFIG_START[:7])
+    with pytest.raises(ValueError, match="cut short"):
+        TrainConfig.from_yaml(run.config)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("data: d\nepochs: 3\n")
+    assert TrainConfig.from_yaml(mine).epochs == 3
+
+
 # --------------------------------------------------------------------------- NaN loss
 
 

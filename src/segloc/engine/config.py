@@ -18,7 +18,7 @@ from typing import Any
 from segloc._validation import check_choice, check_positive
 from segloc.engine.augment import Augmenter
 from segloc.engine.preprocess import NORMALIZATIONS
-from segloc.engine.run import parse_duration
+from segloc.engine.run import RUN_CONFIG_END, RUN_CONFIG_START, parse_duration
 from segloc.nn import SEGMENTATION_MODELS
 
 __all__ = ["TrainConfig"]
@@ -32,7 +32,14 @@ def _yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():  # a config the user named: bad input, as a missing image is
         raise ValueError(f"{path}: no such file (the training config)")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        started = text.startswith(RUN_CONFIG_START) or (text and RUN_CONFIG_START.startswith(text))
+        if started and not text.endswith(RUN_CONFIG_END):
+            raise ValueError(
+                f"{path}: cut short (a run's config without its last line, "
+                f"{RUN_CONFIG_END.strip()!r}); the run folder is damaged"
+            )
+        values = yaml.safe_load(text)
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:

@@ -290,6 +290,13 @@ class Dist:
 # --------------------------------------------------------------------------- run folder
 
 
+#: First and last lines of the ``config.yaml`` a run writes. A file cut short can still be
+#: valid YAML (it ends between two keys, or inside a number), so a run's config that starts
+#: with the first line and lacks the last is refused.
+RUN_CONFIG_START = "# segloc run config: the resolved settings of this run\n"
+RUN_CONFIG_END = "# end of segloc run config\n"
+
+
 class RunFolder:
     """The files of one training run, and the rules for starting and resuming one.
 
@@ -347,7 +354,7 @@ class RunFolder:
         import yaml
 
         self.path.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(dict(config), sort_keys=False)
+        text = RUN_CONFIG_START + yaml.safe_dump(dict(config), sort_keys=False) + RUN_CONFIG_END
         write_atomic(self.config, lambda tmp: tmp.write_text(text))
         doc = json.dumps({k: list(v) for k, v in split.items()}, indent=1)
         write_atomic(self.split, lambda tmp: tmp.write_text(doc))
