@@ -60,6 +60,13 @@ def _pad_to(
     return image, labels
 
 
+def _foreground_classes(labels: np.ndarray, ignore_index: int | None = None) -> np.ndarray:
+    """The foreground classes present in ``labels``: values > 0, ``ignore_index`` apart."""
+    classes = np.unique(labels)
+    classes = classes[classes > 0]
+    return classes if ignore_index is None else classes[classes != ignore_index]
+
+
 class PatchSampler:
     """Random patches with foreground oversampling (nnU-Net: one third).
 
@@ -145,10 +152,7 @@ class PatchSampler:
         if foreground is None:
             foreground = bool(rng.random() < self.foreground_fraction)
         if foreground:
-            classes = np.unique(labels)
-            classes = classes[classes > 0]
-            if self.ignore_index is not None:
-                classes = classes[classes != self.ignore_index]
+            classes = _foreground_classes(labels, self.ignore_index)
             if classes.size:
                 c = classes[rng.integers(classes.size)]
                 where = np.flatnonzero(labels == c)
@@ -338,10 +342,7 @@ class SegmentationDataset(Dataset):
         return image, labels
 
     def _holds_foreground(self, labels: np.ndarray) -> bool:
-        found = labels[labels > 0]
-        if self.ignore_index is not None:
-            found = found[found != self.ignore_index]
-        return bool(found.size)
+        return bool(_foreground_classes(labels, self.ignore_index).size)
 
     def _foreground_cases(self) -> list[int]:
         if self.foreground_cases is None:
