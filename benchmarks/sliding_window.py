@@ -19,10 +19,11 @@ warmed up before; peak RSS = the process's ru_maxrss at the end):
 - ``segloc-b1``: labels, one window per network call (a quarter of the activations);
 - ``segloc-onnx``: labels, one window per call through ONNX Runtime, the network exported
   in the same process;
-- ``segloc-onnx-file``: the same network exported to an ONNX file by another process first
-  (as a user deploys it: ``segloc export``), so the process holds neither MONAI nor a torch
-  copy of the network nor the export's trace, and ONNX Runtime's memory arena is off (each
-  window's activations are returned to the allocator, not kept for the largest call).
+- ``segloc-onnx-file``: the same network, exported the same way (torch's TorchScript-based
+  exporter, not ``segloc export``'s) to an ONNX file by another process first, so the process
+  holds neither MONAI nor a torch copy of the network nor the export's trace, and ONNX
+  Runtime's memory arena is off (each window's activations are returned to the allocator,
+  not kept for the largest call).
 
 The table gives wall time, peak RSS, the ratios to MONAI, the windows computed / reused
 (constant background), and the agreement: the largest probability difference to MONAI, or
@@ -73,22 +74,25 @@ def _network(dims: int):
     return BasicUNet(spatial_dims=dims, in_channels=1, out_channels=2, features=FEATURES).eval()
 
 
-def export(case: str, small: bool, path: str) -> None:
-    """Write the shared network as an ONNX file (batch axis dynamic), in its own process."""
+def _export(net, roi, f) -> None:
+    """``net`` to ONNX in ``f`` (a path or a file object), the batch axis dynamic."""
     import torch
 
+    torch.onnx.export(net, torch.zeros(1, 1, *roi), f, dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+
+
+def export(case: str, small: bool, path: str) -> None:
+    """Write the shared network as an ONNX file, in its own process."""
     roi = _input(case, small)[1]
-    torch.onnx.export(_network(len(roi)), torch.zeros(1, 1, *roi), path, dynamo=False,
-                      input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+    _export(_network(len(roi)), roi, path)
 
 
-def _onnx_file(path: str):
+def _onnx_file(path: str, threads: int):
     import torch
 
     from segloc.nn.export import OnnxPredictor
 
-    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     predictor = OnnxPredictor(path, memory_arena=False, threads=threads)
     return lambda w: torch.from_numpy(predictor(w.numpy()))
 
@@ -98,10 +102,11 @@ def child(case: str, run: str, small: bool, out: str) -> None:
 
     import torch
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
     x, roi = _input(case, small)
     if run == "segloc-onnx-file":
-        net = _onnx_file(out + ".onnx")
+        net = _onnx_file(out + ".onnx", threads)
     else:
         net = _network(len(roi))
     t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
@@ -149,8 +154,7 @@ def _onnx(net, roi):
     import torch
 
     buf = io.BytesIO()
-    torch.onnx.export(net, torch.zeros(1, 1, *roi), buf, dynamo=False, input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})  # fmt: skip
+    _export(net, roi, buf)
     session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
     return lambda w: torch.from_numpy(session.run(None, {"x": w.numpy()})[0])
 
