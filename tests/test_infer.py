@@ -214,6 +214,8 @@ def test_tta_rejects_axes_that_are_not_spatial(axes):
         ({"mode": "box"}, "mode"),
         ({"output": "masks"}, "output"),
         ({"batch_size": 0}, "batch_size"),
+        ({"precision": "fp8"}, "precision"),
+        ({"precision": "fp16"}, "needs CUDA"),
     ],
 )
 def test_sliding_window_rejects_bad_options(kwargs, match):
@@ -226,6 +228,30 @@ def test_sliding_window_rejects_wrong_patch_and_model_output():
         sliding_window_inference(small_net(), torch.zeros(1, 1, 8, 8), (8, 8, 8))
     with pytest.raises(ValueError, match="model must return"):
         sliding_window_inference(lambda x: x[..., :4], torch.zeros(1, 1, 8, 8), (8, 8))
+
+
+@pytest.mark.parametrize(
+    "precision,dtype", [("auto", None), ("fp32", None), ("bf16", torch.bfloat16)]
+)
+def test_sliding_window_runs_the_model_under_the_precision_asked(precision, dtype):
+    seen = []
+
+    def model(x):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return small_net()(x)
+
+    sliding_window_inference(model, torch.zeros(1, 1, 8, 8), (8, 8), precision=precision)
+    assert seen == [dtype]
+
+
+def test_bf16_windows_give_nearly_the_float32_labels():
+    net = small_net(k=3)
+    x = torch.randn((1, 1, 60, 50), generator=torch.Generator().manual_seed(5))
+    fp32 = sliding_window_inference(net, x, (32, 32), output="probabilities")
+    bf16 = sliding_window_inference(net, x, (32, 32), output="probabilities", precision="bf16")
+    # bfloat16 keeps 8 bits of mantissa: probabilities move by up to ~1e-2, labels rarely
+    assert 0 < (bf16 - fp32).abs().max() < 3e-2
+    assert (bf16.argmax(1) == fp32.argmax(1)).float().mean() > 0.97
 
 
 # --------------------------------------------------------------------------- Predictor
@@ -377,6 +403,20 @@ def test_onnx_backend_equals_torch(tmp_path):
     a = Predictor(tmp_path / "o.safetensors", device="cpu").predict(image)
     b = Predictor(tmp_path / "o.safetensors", backend="onnx").predict(image)
     np.testing.assert_allclose(b, a, atol=1e-4)
+    with pytest.raises(ValueError, match="float32"):
+        Predictor(tmp_path / "o.safetensors", backend="onnx", precision="bf16")
+
+
+def test_predictor_precision_reaches_the_windows(tmp_path):
+    make_ckpt(tmp_path / "p.safetensors", num_classes=3, model_kw={"num_classes": 3})
+    image = np.random.default_rng(6).random((50, 40)).astype(np.float32)
+    a = Predictor(tmp_path / "p.safetensors", device="cpu").predict(image)
+    bf16 = Predictor(tmp_path / "p.safetensors", device="cpu", precision="bf16")
+    b = bf16.predict(image)
+    assert "precision='bf16'" in repr(bf16)
+    assert 0 < np.abs(b - a).max() < 3e-2
+    with pytest.raises(ValueError, match="needs CUDA"):
+        Predictor(tmp_path / "p.safetensors", device="cpu", precision="fp16")
 
 
 def test_predictor_3d_volume(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segloc.engine.run import STATE_FILE, Budget, Dist, Progress, RunFolder, fit
+from segloc.engine.run import STATE_FILE, Budget, Dist, Progress, RunFolder, autocast_dtype, fit
 
 
 class CountingTask:
@@ -220,3 +220,24 @@ def test_dist_defaults_to_one_process(monkeypatch):
     d = Dist.from_env()
     assert (d.world, d.rank, d.on, d.main) == (1, 0, False, True)
     assert d.shared(3.5, torch.device("cpu")) == 3.5 and d.any(True, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "precision,device,dtype",
+    [
+        ("auto", "cpu", None),
+        ("auto", "cuda", torch.float16),
+        ("fp32", "cuda", None),
+        ("bf16", "cpu", torch.bfloat16),
+        ("bf16", "cuda", torch.bfloat16),
+        ("fp16", "cuda", torch.float16),
+    ],
+)
+def test_autocast_dtype_of_each_precision(precision, device, dtype):
+    assert autocast_dtype(precision, torch.device(device)) is dtype
+
+
+@pytest.mark.parametrize("precision,match", [("fp16", "needs CUDA"), ("half", "precision")])
+def test_autocast_dtype_refuses(precision, match):
+    with pytest.raises(ValueError, match=match):
+        autocast_dtype(precision, torch.device("cpu"))

@@ -15,6 +15,8 @@ from segloc.engine.windows import (
     WindowGrid,
     WindowStats,
     blend_windows,
+    class_argmax,
+    label_dtype,
     sliding_window_inference,
     window_predictor,
 )
@@ -77,6 +79,62 @@ def test_labels_are_the_argmax_of_the_blended_probabilities(shape, patch, overla
     lab = sliding_window_inference(net, x, patch, overlap=overlap, output="labels")
     assert lab.dtype == torch.int32 and lab.shape == (shape[0], *shape[2:])
     np.testing.assert_array_equal(lab.numpy(), prob.argmax(1).numpy())
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("spatial", [(7,), (6, 9), (3, 4, 5)])
+def test_class_argmax_equals_torch_argmax_with_ties_and_nan(k, spatial):
+    g = torch.Generator().manual_seed(k)
+    # rounded scores tie often; NaN anywhere counts as the largest, as in torch.argmax
+    scores = torch.round(torch.rand((k, *spatial), generator=g) * 3)
+    scores[torch.rand(scores.shape, generator=g) < 0.1] = float("nan")
+    got = class_argmax(scores)
+    assert got.dtype == torch.int32
+    np.testing.assert_array_equal(got.numpy(), scores.argmax(0).numpy())
+
+
+def test_class_argmax_needs_a_class_axis():
+    with pytest.raises(ValueError, match="K >= 1"):
+        class_argmax(torch.zeros(0, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int64])
+def test_labels_come_in_the_dtype_asked(dtype):
+    net = small_net(k=4)
+    x = torch.randn((2, 1, 40, 30), generator=torch.Generator().manual_seed(1))
+    ref = sliding_window_inference(net, x, (16, 16), output="labels")
+    got = sliding_window_inference(net, x, (16, 16), output="labels", labels_dtype=dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.numpy(), ref.numpy())
+
+
+@pytest.mark.parametrize(
+    "dtype,classes,match",
+    [
+        (torch.float32, 3, "integer torch dtype"),
+        (torch.bool, 2, "integer"),
+        (torch.uint8, 300, "cannot hold"),
+    ],
+)
+def test_labels_dtype_is_checked(dtype, classes, match):
+    net = torch.nn.Conv2d(1, classes, 1)
+    with pytest.raises(ValueError, match=match):
+        sliding_window_inference(
+            net, torch.zeros(1, 1, 8, 8), (8, 8), output="labels", labels_dtype=dtype
+        )
+
+
+@pytest.mark.parametrize(
+    "classes,dtype", [(2, torch.uint8), (255, torch.uint8), (256, torch.int32)]
+)
+def test_label_dtype_is_the_smallest_that_holds_the_classes(classes, dtype):
+    assert label_dtype(classes) == dtype
+
+
+@pytest.mark.parametrize("shape", [(0, 1, 8, 8), (1, 1, 0, 8)])
+def test_an_empty_image_is_refused(shape):
+    with pytest.raises(ValueError, match="a case with pixels"):
+        sliding_window_inference(small_net(), torch.zeros(shape), (4, 4))
 
 
 def test_slabs_tile_the_image_and_hold_about_one_window():

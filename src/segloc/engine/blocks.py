@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from segloc.engine.windows import WindowGrid, WindowStats, blend_windows
+from segloc.engine.windows import (
+    WindowGrid,
+    WindowStats,
+    blend_windows,
+    class_argmax,
+    label_dtype,
+)
 from segloc.io.chunked import ChunkedImage, ChunkedWriter, block_slices, open_chunked
 
 __all__ = [
@@ -156,7 +162,7 @@ def plan_prediction(
             f"image must have {dims} spatial axes for this model, got shape {source.shape}"
         )
     grid = WindowGrid(shape, tuple(predictor.patch_size), float(predictor.overlap))
-    dtype = "uint8" if predictor.num_classes <= 255 else "int32"
+    dtype = torch.empty(0, dtype=label_dtype(predictor.num_classes)).numpy().dtype.name
     return PredictionPlan(
         shape, grid, normalization_of(predictor, source, chunks) if norm == "compute" else norm,
         dtype, predictor.binary,
@@ -218,7 +224,7 @@ def _slabs(
 
 
 def _reduce(block: torch.Tensor, plan: PredictionPlan) -> np.ndarray:
-    return block.argmax(0).numpy().astype(plan.labels_dtype)
+    return class_argmax(block).numpy().astype(plan.labels_dtype, copy=False)
 
 
 def predict_block(

@@ -18,7 +18,7 @@ from typing import Any
 from segloc._validation import check_choice, check_positive
 from segloc.engine.augment import Augmenter
 from segloc.engine.preprocess import NORMALIZATIONS
-from segloc.engine.run import RUN_CONFIG_END, RUN_CONFIG_START, parse_duration
+from segloc.engine.run import PRECISIONS, RUN_CONFIG_END, RUN_CONFIG_START, parse_duration
 from segloc.nn import SEGMENTATION_MODELS
 
 __all__ = ["TrainConfig"]
@@ -290,7 +290,7 @@ class TrainConfig:
             )
         if self.augment == "none" and self.augment_kwargs:
             raise ValueError("augment_kwargs needs augment 'default' or 'light', not 'none'")
-        check_choice(self.precision, ("auto", "fp32", "bf16", "fp16"), name="precision")
+        check_choice(self.precision, PRECISIONS, name="precision")
         if self.normalize is not None:
             check_choice(self.normalize, NORMALIZATIONS, name="normalize")
         if self.normalize == "ct" and not self.intensity_stats:

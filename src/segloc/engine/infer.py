@@ -39,11 +39,12 @@ from torch import nn
 from segloc._validation import check_choice, check_not_inputs, check_spacing, naming
 from segloc.coco import detections_to_coco, write_coco_json
 from segloc.engine.preprocess import normalize_case, resample
-from segloc.engine.run import resolve_device
+from segloc.engine.run import autocast_dtype, resolve_device
 from segloc.engine.windows import (
     WindowStats,
     flip_tta,
     gaussian_importance,
+    label_dtype,
     sliding_window_inference,
     window_predictor,
     window_starts,
@@ -265,6 +266,9 @@ class Predictor(_Probabilities):
     backend : {"torch", "onnx"}
         ``"onnx"`` exports the network to a temporary ONNX file and runs it with ONNX Runtime on
         the CPU (:class:`segloc.nn.export.OnnxPredictor`).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast of the torch network's calls (:func:`sliding_window_inference`): ``"auto"``
+        is float16 on CUDA, float32 on the CPU. The ONNX backend computes in float32 only.
     overlap, batch_size, tta, mode, sigma_scale :
         Passed to :func:`sliding_window_inference`. ``tta`` mirrors the axes the checkpoint's
         :class:`~segloc.nn.checkpoint.CheckpointMeta` names in ``flip_axes`` (those training
@@ -288,6 +292,7 @@ class Predictor(_Probabilities):
         *,
         device: str | torch.device = "auto",
         backend: str = "torch",
+        precision: str = "auto",
         overlap: float = 0.5,
         batch_size: int = 4,
         tta: bool | None = None,
@@ -298,6 +303,12 @@ class Predictor(_Probabilities):
         check_choice(backend, ("torch", "onnx"), name="backend")
         # "cuda" without CUDA is a clear ValueError there, not an AssertionError at .to()
         self.device = resolve_device(device)
+        self.autocast = autocast_dtype(precision, self.device)
+        if backend == "onnx" and precision not in ("auto", "fp32"):
+            raise ValueError(
+                f"backend 'onnx' computes in float32; precision {precision!r} needs 'torch'"
+            )
+        self.precision = precision
         if not isinstance(overlap, (int, float)) or not 0 <= overlap <= MAX_OVERLAP:
             raise ValueError(
                 f"overlap must be in [0, {MAX_OVERLAP}], got {overlap!r}: beyond it windows "
@@ -442,7 +453,13 @@ class Predictor(_Probabilities):
             tta=self.tta,
             tta_axes=self.tta_axes,
             softmax=softmax,
+            precision=self._window_precision,
         )
+
+    @property
+    def _window_precision(self) -> str:
+        # the ONNX session runs on the CPU in float32 whatever the torch device
+        return "fp32" if self._onnx is not None else self.precision
 
     def _windows(self, t: torch.Tensor, output: str) -> torch.Tensor:
         return sliding_window_inference(
@@ -459,14 +476,19 @@ class Predictor(_Probabilities):
             progress=self.progress,
             output=output,
             stats=self.stats,
+            precision=self._window_precision,
+            labels_dtype=label_dtype(self.num_classes),
         )[0]
 
     def _overlap_tile(self, t: torch.Tensor) -> torch.Tensor:
 
         def one(x: torch.Tensor) -> torch.Tensor:
-            logits = overlap_tile_predict(
-                self.network, x.to(self.device), batch_size=self.batch_size
-            )
+            with torch.autocast(
+                self.device.type, dtype=self.autocast, enabled=self.autocast is not None
+            ):
+                logits = overlap_tile_predict(
+                    self.network, x.to(self.device), batch_size=self.batch_size
+                )
             return torch.softmax(logits.float().cpu(), dim=1)
 
         if self.tta:
@@ -476,7 +498,8 @@ class Predictor(_Probabilities):
     def __repr__(self) -> str:
         return (
             f"Predictor({str(self.path)!r}, model={self.model_name!r}, dims={self.dims}, "
-            f"classes={self.num_classes}, patch={self.patch_size}, backend={self.backend!r})"
+            f"classes={self.num_classes}, patch={self.patch_size}, backend={self.backend!r}, "
+            f"precision={self.precision!r})"
         )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from segloc.engine.augment import Augmenter
+from segloc.engine.run import autocast_dtype
 from segloc.nn import create_model
 from segloc.nn.fast import to_channels_last
 from segloc.nn.losses import DiceCELoss
@@ -167,7 +168,7 @@ def _time_steps(c: Candidate, device: torch.device, steps: int, deadline: float)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((c.batch, c.channels, *c.patch), generator=generator).to(device)
     y = torch.randint(0, c.classes, (c.batch, *c.patch), generator=generator).to(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.precision)
+    dtype = autocast_dtype(c.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=c.precision == "fp16")
     times = []
     for i in range(steps + _WARM_UP):

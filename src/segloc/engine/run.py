@@ -130,6 +130,28 @@ def resolve_device(name: str | torch.device = "auto", local_rank: int = 0) -> to
     return torch.device("cpu")
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype a precision name means on ``device`` (None: float32).
+
+    ``"auto"`` is float16 on CUDA and float32 elsewhere; ``"bf16"`` runs on CUDA and on CPUs
+    (fast where oneDNN has native bfloat16 units, :func:`segloc.engine.probe.bf16_supported`).
+
+    Raises
+    ------
+    ValueError
+        An unknown name, or ``"fp16"`` off CUDA.
+    """
+    check_choice(precision, PRECISIONS, name="precision")
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on the CPU")
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+
 def rng_state() -> dict[str, Any]:
     """The global random generators' states (Python, NumPy, torch CPU and CUDA)."""
     numpy_state = np.random.get_state(legacy=False)  # noqa: NPY002 (third-party draws)

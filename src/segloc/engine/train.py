@@ -66,7 +66,15 @@ from segloc.engine.data import CaseFiles, find_cases, split_cases
 from segloc.engine.infer import model_depth as _depth
 from segloc.engine.infer import model_multiples, predict_whole
 from segloc.engine.patches import SegmentationDataset, worker_init_fn
-from segloc.engine.run import Budget, Dist, RunFolder, fit, lr_factor, resolve_device
+from segloc.engine.run import (
+    Budget,
+    Dist,
+    RunFolder,
+    autocast_dtype,
+    fit,
+    lr_factor,
+    resolve_device,
+)
 from segloc.metrics import overlap_scores
 from segloc.nn import create_model
 from segloc.nn.checkpoint import CheckpointMeta, save_checkpoint
@@ -520,13 +528,8 @@ class _SegmentationTask:
         )
         # the weights that are validated, checkpointed and returned
         self.scored = self.ema.module if self.ema is not None else self.model
-        precision = cfg.precision
-        if precision == "auto":
-            precision = "fp16" if device.type == "cuda" else "fp32"
-        if precision == "fp16" and device.type != "cuda":
-            raise ValueError("precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on the CPU")
-        self.autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-        self.use_amp = precision == "fp16"  # gradient scaling: float16 only
+        self.autocast = autocast_dtype(cfg.precision, device)
+        self.use_amp = self.autocast == torch.float16  # gradient scaling: float16 only
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.loss_fn = _loss(cfg)
         self.meta = CheckpointMeta(
