@@ -15,7 +15,8 @@ warmed up before; peak RSS = the process's ru_maxrss at the end):
 - ``monai``: ``monai.inferers.sliding_window_inference``, 4 windows per call;
 - ``segloc``: ``segloc.engine.windows.sliding_window_inference``, the same network as is,
   4 windows per call, probabilities (a full-size float buffer per class, as MONAI);
-- ``segloc-labels``: the same with ``output="labels"`` (arg-max per finished slab);
+- ``segloc-labels``: the same with ``output="labels"`` (arg-max per finished slab, stored
+  as uint8 as segloc's ``Predictor`` stores up to 255 classes);
 - ``segloc-b1``: labels, one window per network call (a quarter of the activations);
 - ``segloc-onnx``: labels, one window per call through ONNX Runtime, the network exported
   in the same process;
@@ -23,7 +24,17 @@ warmed up before; peak RSS = the process's ru_maxrss at the end):
   exporter, not ``segloc export``'s) to an ONNX file by another process first, so the process
   holds neither MONAI nor a torch copy of the network nor the export's trace, and ONNX
   Runtime's memory arena is off (each window's activations are returned to the allocator,
-  not kept for the largest call).
+  not kept for the largest call);
+- ``segloc-onnx-file-arena``: the same with ONNX Runtime's arena on;
+- ``segloc-bf16``: labels, one window per call, the torch network under bfloat16 autocast
+  (``precision="bf16"``; fast only where the CPU has native bfloat16 units). The network is
+  traced to a TorchScript file by another process first, as a deployed model is loaded:
+  importing MONAI to build it would add about 200 MiB that a segloc user never pays.
+
+Each case's input is prepared once (read, tiled, z-scored) by the parent process and loaded
+from an ``.npy`` file by each run, so a run's peak RSS is its inference's, not the
+preparation's (before 2026-12-06 each run prepared the input itself, and the z-scoring's
+float64 temporaries set the floor: about 650 MiB in 2D whatever the inference held).
 
 The table gives wall time, peak RSS, the ratios to MONAI, the windows computed / reused
 (constant background), and the agreement: the largest probability difference to MONAI, or
@@ -46,11 +57,29 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SEGLOC_DATA", HERE.parents[0].parent / "shared" / "data"))
-RUNS = ("monai", "segloc", "segloc-labels", "segloc-b1", "segloc-onnx", "segloc-onnx-file")
+RUNS = (
+    "monai",
+    "segloc",
+    "segloc-labels",
+    "segloc-b1",
+    "segloc-onnx",
+    "segloc-onnx-file",
+    "segloc-onnx-file-arena",
+    "segloc-bf16",
+)
+ONNX_FILE_RUNS = ("segloc-onnx-file", "segloc-onnx-file-arena")
+# run -> the suffix of the file another process exports the network to first
+EXPORTED = {**dict.fromkeys(ONNX_FILE_RUNS, ".onnx"), "segloc-bf16": ".pt"}
 FEATURES = (16, 32, 64, 128, 256, 16)
 
 
-def _input(case: str, small: bool) -> tuple[np.ndarray, tuple[int, ...]]:
+def _roi(case: str, small: bool) -> tuple[int, ...]:
+    if case == "3d":
+        return (48,) * 3 if small else (96,) * 3
+    return (128,) * 2 if small else (256,) * 2
+
+
+def _input(case: str, small: bool) -> np.ndarray:
     from segloc.engine.preprocess import normalize
     from segloc.io import read_image
 
@@ -59,10 +88,10 @@ def _input(case: str, small: bool) -> tuple[np.ndarray, tuple[int, ...]]:
         vol, _ = read_image(path)
         if small:
             vol = vol[50:150, 60:160, 40:140]
-        return normalize(vol, "zscore"), (48,) * 3 if small else (96,) * 3
+        return normalize(vol, "zscore")
     img, _ = read_image(sorted((DATA / "isbi2012" / "images").iterdir())[0])
     reps = 2 if small else 8
-    return normalize(np.tile(img, (reps, reps)), "zscore"), (128,) * 2 if small else (256,) * 2
+    return normalize(np.tile(img, (reps, reps)), "zscore")
 
 
 def _network(dims: int):
@@ -83,17 +112,25 @@ def _export(net, roi, f) -> None:
 
 
 def export(case: str, small: bool, path: str) -> None:
-    """Write the shared network as an ONNX file, in its own process."""
-    roi = _input(case, small)[1]
-    _export(_network(len(roi)), roi, path)
+    """Write the shared network as an ONNX (``.onnx``) or TorchScript (``.pt``) file, in its
+    own process."""
+    import torch
+
+    roi = _roi(case, small)
+    net = _network(len(roi))
+    if path.endswith(".pt"):
+        with torch.no_grad():
+            torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, *roi)), path)
+    else:
+        _export(net, roi, path)
 
 
-def _onnx_file(path: str, threads: int):
+def _onnx_file(path: str, threads: int, arena: bool):
     import torch
 
     from segloc.nn.export import OnnxPredictor
 
-    predictor = OnnxPredictor(path, memory_arena=False, threads=threads)
+    predictor = OnnxPredictor(path, memory_arena=arena, threads=threads)
     return lambda w: torch.from_numpy(predictor(w.numpy()))
 
 
@@ -104,15 +141,22 @@ def child(case: str, run: str, small: bool, out: str) -> None:
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     torch.set_num_threads(threads)
-    x, roi = _input(case, small)
-    if run == "segloc-onnx-file":
-        net = _onnx_file(out + ".onnx", threads)
+    x = np.load(Path(out).with_name(f"{case}-input.npy"))
+    roi = _roi(case, small)
+    if run in ONNX_FILE_RUNS:
+        net = _onnx_file(out + ".onnx", threads, arena=run.endswith("-arena"))
+    elif run in EXPORTED:
+        net = torch.jit.load(out + EXPORTED[run]).eval()
     else:
         net = _network(len(roi))
     t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
     stats = None
     with torch.no_grad():
-        net(torch.zeros(1, 1, *roi))  # warm-up: first-call allocations are not timed
+        # warm-up in the run's precision, twice (a TorchScript module optimises its graph on
+        # the second call): first-call allocations and kernel choices are not timed
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=run == "segloc-bf16"):
+            for _ in range(2):
+                net(torch.zeros(1, 1, *roi))
         start = time.perf_counter()
         if run == "monai":
             from monai.inferers import sliding_window_inference
@@ -128,7 +172,7 @@ def child(case: str, run: str, small: bool, out: str) -> None:
             model = net
             if run == "segloc-onnx":
                 model = _onnx(net, roi)
-            batch = 1 if run in ("segloc-b1", "segloc-onnx", "segloc-onnx-file") else 4
+            batch = 1 if run in ("segloc-b1", "segloc-onnx", "segloc-bf16", *ONNX_FILE_RUNS) else 4
             output = "probabilities" if run == "segloc" else "labels"
             y = sliding_window_inference(
                 model,
@@ -139,6 +183,9 @@ def child(case: str, run: str, small: bool, out: str) -> None:
                 batch_size=batch,
                 output=output,
                 stats=stats,
+                precision="bf16" if run == "segloc-bf16" else "fp32",
+                # as segloc's Predictor stores up to 255 classes (int32 before 2026-12-06)
+                labels_dtype=torch.uint8,
             )[0].numpy()
         wall = time.perf_counter() - start
     np.save(out, y)
@@ -180,11 +227,12 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="segloc-bench-"))
     for case in args.cases.split(","):
         ref = None
+        np.save(tmp / f"{case}-input.npy", _input(case, args.small))
         for run in args.runs.split(","):
             out = tmp / f"{case}-{run}.npy"
             small = ["--small"] if args.small else []
-            if run == "segloc-onnx-file":
-                cmd = [sys.executable, __file__, "--export", case, f"{out}.onnx", *small]
+            if run in EXPORTED:
+                cmd = [sys.executable, __file__, "--export", case, f"{out}{EXPORTED[run]}", *small]
                 subprocess.run(cmd, check=True, capture_output=True)
             cmd = [sys.executable, __file__, "--child", case, run, str(out), *small]
             proc = subprocess.run(cmd, capture_output=True, text=True)
