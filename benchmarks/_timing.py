@@ -138,6 +138,17 @@ def run_header(command: str) -> str:
     )
 
 
+def publish(text: str, out: str | os.PathLike | None) -> None:
+    """Print a result file's ``text``; with ``out``, also write it there atomically, so an
+    interrupted run leaves the previous results intact."""
+    print(text)
+    if out:
+        from segloc._validation import write_atomic
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(out), lambda tmp: tmp.write_text(text))
+
+
 def format_markdown(rows: list[dict], columns: Sequence[str]) -> str:
     """A markdown table of ``rows`` (dicts) over ``columns``; floats get 3 significant digits."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _timing import publish, run_header
+
 
 def measure(model: str, data: str, split: str) -> dict:
     import torch
@@ -70,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     args = p.parse_args(argv)
     r = measure(args.model, args.data, args.split)
+    command = (
+        f"python benchmarks/precision_agreement.py --model {args.model} --data {args.data} "
+        f"--split {args.split}"
+    )
     text = (
-        f"`python benchmarks/precision_agreement.py --model {args.model} --data {args.data} "
-        f"--split {args.split}`; {time.strftime('%Y-%m-%dT%H:%M')}; native bf16: "
-        f"{r['bf16_native']}\n\n"
+        f"{run_header(command)}; native bf16: {r['bf16_native']}\n\n"
         "| precision | mean Dice | prediction s (warm) |\n|---|---|---|\n"
         + "".join(
             f"| {k} | {r['dice'][k]:.4f} | {r['seconds'][k]:.1f} |\n" for k in ("fp32", "bf16")
@@ -81,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         + f"\nbf16 labels equal fp32's on {100 * r['agreement']:.3f}% of the pixels of "
         f"{r['cases']} case(s).\n"
     )
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    publish(text, args.out)
     return 0
 
 

@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _timing import publish, run_header
+
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SEGLOC_DATA", HERE.parents[0].parent / "shared" / "data"))
 RUNS = (
@@ -265,15 +267,8 @@ def main() -> int:
             f"| {r['speed_x']:.2f} | {r['memory_x']:.2f} | {r.get('computed', '')} "
             f"| {r.get('reused', '')} | {r['agree']} |"
         )
-    header = (
-        f"`python benchmarks/sliding_window.py{' --small' if args.small else ''}`; "
-        f"{time.strftime('%Y-%m-%dT%H:%M')}; "
-        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
-    )
-    text = header + "\n\n" + "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    command = f"python benchmarks/sliding_window.py{' --small' if args.small else ''}"
+    publish(run_header(command) + "\n\n" + "\n".join(lines) + "\n", args.out)
     return 0
 
 
