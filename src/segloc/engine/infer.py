@@ -304,6 +304,7 @@ class Predictor(_Probabilities):
         # "cuda" without CUDA is a clear ValueError there, not an AssertionError at .to()
         self.device = resolve_device(device)
         self.autocast = autocast_dtype(precision, self.device)
+        # the session's windows run on the CPU, where "auto" is float32 too
         if backend == "onnx" and precision not in ("auto", "fp32"):
             raise ValueError(
                 f"backend 'onnx' computes in float32; precision {precision!r} needs 'torch'"
@@ -453,13 +454,8 @@ class Predictor(_Probabilities):
             tta=self.tta,
             tta_axes=self.tta_axes,
             softmax=softmax,
-            precision=self._window_precision,
+            precision=self.precision,
         )
-
-    @property
-    def _window_precision(self) -> str:
-        # the ONNX session runs on the CPU in float32 whatever the torch device
-        return "fp32" if self._onnx is not None else self.precision
 
     def _windows(self, t: torch.Tensor, output: str) -> torch.Tensor:
         return sliding_window_inference(
@@ -476,7 +472,7 @@ class Predictor(_Probabilities):
             progress=self.progress,
             output=output,
             stats=self.stats,
-            precision=self._window_precision,
+            precision=self.precision,
             labels_dtype=label_dtype(self.num_classes),
         )[0]
 

@@ -571,7 +571,8 @@ def sliding_window_inference(
     if (
         not isinstance(labels_dtype, torch.dtype)
         or labels_dtype.is_floating_point
-        or (labels_dtype.is_complex or labels_dtype == torch.bool)
+        or labels_dtype.is_complex
+        or labels_dtype == torch.bool
     ):
         raise ValueError(f"labels_dtype must be an integer torch dtype, got {labels_dtype!r}")
     device = torch.device(device) if device is not None else image.device
