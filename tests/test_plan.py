@@ -102,6 +102,32 @@ def test_plain_2d_plan_is_a_valid_train_config():
     assert all(plan.reasons[k] for k in plan.settings)
 
 
+def test_plan_trains_instance_norm_and_the_probe_times_it():
+    plan = _plan(_fp())
+    assert plan.settings["norm"] == "instance" and plan.settings["model"] == "unet"
+    assert TrainConfig.from_dict(plan.settings).validate().norm == "instance"
+    # the probe's candidates carry the norm, so the step it times is the step that trains
+    assert {c.norm for c in candidates(_fp())} == {"instance"}
+    assert "-instance-batch" in candidates(_fp())[0].label
+    assert Candidate(8, 2, (32, 32), 2, 1, 2).label == "base8-depth2-32x32-batch2-fp32"
+
+
+def test_probe_times_the_norm_it_is_given(monkeypatch):
+    import segloc.engine.probe as probe_module
+
+    built = []
+
+    def create_model(name, **kwargs):
+        built.append(kwargs["norm"])
+        return real(name, **kwargs)
+
+    real = probe_module.create_model
+    monkeypatch.setattr(probe_module, "create_model", create_model)
+    cands = [Candidate(4, 2, (32, 32), 2, 1, 2, norm="instance")]
+    result = probe(cands, seconds=30.0, precisions=["fp32"])
+    assert result.estimated == [] and set(built) == {"instance"} and len(built) >= 2
+
+
 def test_anisotropic_volumes():
     fp = _fp(n=40, shape=[256, 256, 30])
     fp.spacings = [[0.8, 0.8, 5.0]] * 30 + [[0.8, 0.8, 3.0]] * 10

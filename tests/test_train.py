@@ -660,6 +660,33 @@ def test_unetpp_deep_supervision(tmp_path):
     assert net.deep_supervision and net(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
 
 
+_NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
+
+
+@pytest.mark.parametrize(
+    ("model", "norm", "layer"),
+    [
+        ("unet", "batch", torch.nn.BatchNorm2d),
+        ("unet", "instance", torch.nn.InstanceNorm2d),
+        ("unet", "none", None),
+        ("unetpp", "instance", torch.nn.InstanceNorm2d),
+    ],
+)
+def test_norm_setting_builds_the_model_the_run_folder_rebuilds(tmp_path, model, norm, layer):
+    """``norm`` reaches every model the trainer builds; the checkpoint rebuilds it and
+    predicts ("none" is the command line's spelling of YAML's null)."""
+    data = _disks(tmp_path / "data", n=4)
+    train(_config(data, tmp_path / "run", model=model, norm=norm, epochs=1), progress=False)
+    net = load_model(tmp_path / "run" / "last.safetensors")
+    found = {type(m) for m in net.modules() if isinstance(m, _NORM_LAYERS)}
+    assert found == ({layer} if layer else set())
+    from segloc.engine.infer import Predictor
+
+    image, _ = io.read_image(data / "images" / "c0.png")
+    prob = Predictor(tmp_path / "run", device="cpu").predict(image)
+    assert prob.shape == (2, 32, 32) and np.allclose(prob.sum(0), 1, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("settings", "match"),
     [

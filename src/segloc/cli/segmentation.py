@@ -432,6 +432,7 @@ _TRAIN_FLAGS = (
     ("--classes", "classes", int, "classes including background (default: from the labels)"),
     ("--base-channels", "base_channels", int, "channels of the first level"),
     ("--depth", "depth", int, "number of poolings"),
+    ("--norm", "norm", str, "batch (default), instance or none"),
     ("--patch", "patch", int, "training patch size, one value per axis or one for all"),
     ("--batch", "batch", int, "patches per step (default 4)"),
     ("--epochs", "epochs", int, "stop after this many epochs"),

@@ -19,7 +19,7 @@ from segloc._validation import check_choice, check_positive
 from segloc.engine.augment import Augmenter
 from segloc.engine.preprocess import NORMALIZATIONS
 from segloc.engine.run import PRECISIONS, RUN_CONFIG_END, RUN_CONFIG_START, parse_duration
-from segloc.nn import SEGMENTATION_MODELS
+from segloc.nn import NORMS, SEGMENTATION_MODELS
 
 __all__ = ["TrainConfig"]
 
@@ -169,9 +169,13 @@ class TrainConfig:
         Continue the run in ``out`` from its ``state.pt``.
     threads : int, optional
         torch intra-op threads (default: torch's choice).
+    norm : {"batch", "instance", None}
+        Normalisation after each convolution (:func:`segloc.nn.blocks.norm_nd`): batch
+        normalisation (the default, the 3D U-Net paper's), instance normalisation (nnU-Net's,
+        independent of the batch) or none (``None``; ``"none"`` on the command line).
     extra_model_kwargs : dict
         Constructor arguments of the model over those the trainer sets (e.g.
-        ``{"norm": "instance"}``).
+        ``{"pools": ...}``).
     """
 
     data: str = ""
@@ -180,6 +184,7 @@ class TrainConfig:
     classes: int | None = None
     base_channels: int | None = None
     depth: int | None = None
+    norm: str | None = "batch"
     deep_supervision: bool = False
     patch: list[int] | None = None
     batch: int = 4
@@ -234,6 +239,8 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        if values.get("norm") == "none":  # the command line's spelling of YAML's null
+            values["norm"] = None
         return cls(**values)
 
     @classmethod
@@ -291,6 +298,7 @@ class TrainConfig:
         if self.augment == "none" and self.augment_kwargs:
             raise ValueError("augment_kwargs needs augment 'default' or 'light', not 'none'")
         check_choice(self.precision, PRECISIONS, name="precision")
+        check_choice(self.norm, NORMS, name="norm")
         if self.normalize is not None:
             check_choice(self.normalize, NORMALIZATIONS, name="normalize")
         if self.normalize == "ct" and not self.intensity_stats:

@@ -63,7 +63,8 @@ def bf16_supported() -> bool:
 class Candidate:
     """One network size to time: a 2D/3D U-Net of ``base`` channels and ``depth`` poolings,
     trained on ``batch`` patches of ``patch`` with ``channels`` inputs and ``classes``
-    outputs, in ``precision`` (``fp32``, ``bf16`` or ``fp16``)."""
+    outputs, in ``precision`` (``fp32``, ``bf16`` or ``fp16``), with ``norm`` after each
+    convolution."""
 
     base: int
     depth: int
@@ -73,12 +74,16 @@ class Candidate:
     classes: int
     precision: str = "fp32"
     pools: tuple[tuple[int, ...], ...] | None = None
+    norm: str | None = "batch"
 
     @property
     def label(self) -> str:
         size = "x".join(map(str, self.patch))
         label = f"base{self.base}-depth{self.depth}-{size}-batch{self.batch}-{self.precision}"
-        return label if self.pools is None else label.replace("-batch", "-pooled-batch")
+        if self.pools is not None:
+            label = label.replace("-batch", "-pooled-batch")
+        # the norm only when it is not the default, so that earlier probes' labels still read
+        return label if self.norm == "batch" else label.replace("-batch", f"-{self.norm}-batch")
 
     def levels(self) -> list[tuple[int, ...]]:
         """The pooling factors of each level (2 on every axis unless ``pools`` says)."""
@@ -159,7 +164,7 @@ def _time_steps(c: Candidate, device: torch.device, steps: int, deadline: float)
         depth=c.depth,
         padding="same",
         dims=len(c.patch),
-        norm="batch",
+        norm=c.norm,
         **extra,
     )
     to_channels_last(model.to(device))

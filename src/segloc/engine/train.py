@@ -111,14 +111,13 @@ def _model_kwargs(cfg: TrainConfig, dims: int, in_channels: int, classes: int) -
         kwargs["base_channels"] = cfg.base_channels
     if cfg.depth is not None:
         kwargs["depth"] = cfg.depth
+    kwargs["norm"] = cfg.norm
     if cfg.model == "unet":
-        kwargs.update(padding="same", dims=dims, norm="batch")
+        kwargs.update(padding="same", dims=dims)
     elif cfg.model in ("unetpp", "vnet"):
         kwargs["dims"] = dims
         if cfg.model == "unetpp":
             kwargs["deep_supervision"] = bool(cfg.deep_supervision)
-        else:
-            kwargs["norm"] = "batch"
     clash = sorted(set(cfg.extra_model_kwargs) & {"in_channels", "num_classes", "dims"})
     if clash:
         raise ValueError(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["SEGMENTATION_MODELS", "create_model", "list_models"]
+__all__ = ["NORMS", "SEGMENTATION_MODELS", "create_model", "list_models"]
 
 # name -> "module:callable"; the callable takes (in_channels, num_classes, **options).
 _MODELS = {
@@ -25,6 +25,9 @@ _MODELS = {
 
 #: the models that ``segloc train`` trains: (B, C, *spatial) -> (B, K, *spatial) logits
 SEGMENTATION_MODELS = ("unet", "unet3d", "unetpp", "vnet")
+
+#: their ``norm`` argument: none, batch or instance normalisation after each convolution
+NORMS = (None, "batch", "instance")
 
 
 def list_models() -> list[str]:

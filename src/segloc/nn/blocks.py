@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from segloc._validation import check_choice
+from segloc.nn import NORMS
 
 __all__ = [
     "ConvBlock",
@@ -36,7 +37,6 @@ __all__ = [
     "norm_nd",
 ]
 
-NORMS = (None, "batch", "instance")
 PADDINGS = ("valid", "same")
 UP_MODES = ("transpose", "bilinear")
 

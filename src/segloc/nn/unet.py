@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from segloc._validation import check_choice, check_int
-from segloc.nn.blocks import NORMS, PADDINGS, UP_MODES, ConvBlock, Down, Up, conv_nd
+from segloc.nn import NORMS
+from segloc.nn.blocks import PADDINGS, UP_MODES, ConvBlock, Down, Up, conv_nd
 
 __all__ = ["UNet", "overlap_tile_predict", "unet3d"]
 

@@ -59,7 +59,8 @@ import torch
 from torch import nn
 
 from segloc._validation import check_choice, check_int
-from segloc.nn.blocks import NORMS, ConvBlock, check_divisible
+from segloc.nn import NORMS
+from segloc.nn.blocks import ConvBlock, check_divisible
 
 __all__ = ["UNetPlusPlus"]
 

@@ -67,7 +67,8 @@ import torch
 from torch import nn
 
 from segloc._validation import check_choice, check_int
-from segloc.nn.blocks import NORMS, check_divisible, conv_nd, conv_transpose_nd, norm_nd
+from segloc.nn import NORMS
+from segloc.nn.blocks import check_divisible, conv_nd, conv_transpose_nd, norm_nd
 
 __all__ = ["VNet"]
 
