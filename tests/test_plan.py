@@ -79,7 +79,7 @@ def _probe(fp: Fingerprint, seconds: dict[int, float] | None = None, **kw) -> Pr
     result = ProbeResult(device=kw.pop("device", "cpu"), cores=kw.pop("cores", 2), **kw)
     precision = "fp16" if result.device == "cuda" else "fp32"
     result.scout[precision] = seconds[8] / 4
-    for c in candidates(fp):
+    for c in candidates(fp, result.device, result.memory_mib):
         result.steps[dataclasses.replace(c, precision=precision).label] = seconds[c.base]
     return result
 
@@ -267,6 +267,95 @@ def test_width_follows_the_steps_the_budget_allows():
     # too few steps for any network: a classical method is proposed
     plan = _plan(fp, 600, seconds={8: 20.0, 16: 40.0, 32: 90.0, 64: 300.0})
     assert plan.classical and any(f"< {MIN_STEPS}" in n for n in plan.notes)
+
+
+def test_batch_and_width_follow_the_memory():
+    fp = _fp()
+    one = dataclasses.replace(candidates(fp)[1], batch=1)  # base 16
+    weights = dataclasses.replace(one, batch=0).memory_mib()
+    per_patch = one.memory_mib() - weights
+    # a CPU with memory to spare: the nominal batch, the memory said in the reason
+    plenty = _plan(fp, memory_mib=24_000)
+    assert plenty.settings["batch"] == 4 and "23.4 GiB available" in plenty.reasons["batch"]
+    # little memory: fewer patches (at least 2), and wider networks left out
+    small = weights + 3.5 * per_patch
+    plan = _plan(fp, 2 * 3600, memory_mib=2 * small)  # the step may take half of it
+    assert plan.settings["batch"] == 3 and plan.settings["base_channels"] == 16
+    assert any("base 32, 64 left out" in n for n in plan.notes)
+    # too little for 2: still 2, and the plan says the step may run out of memory
+    plan = _plan(fp, memory_mib=2 * (weights + per_patch))
+    assert plan.settings["batch"] == 2 and any("run out of memory" in n for n in plan.notes)
+    # a GPU: as many as fit in half its memory, at most 5% of the dataset's voxels
+    fast = {8: 0.01, 16: 0.02, 32: 0.04, 64: 0.08}
+    big = _fp(n=2000)  # 5% of its voxels: 100 patches
+    gpu = _plan(big, 1200, seconds=fast, device="cuda", memory_mib=16 * 1024)
+    batch = gpu.settings["batch"]
+    assert weights + batch * per_patch <= 8 * 1024 < weights + (batch + 1) * per_patch
+    assert 4 < batch < 100 and "as many as fit on the GPU" in gpu.reasons["batch"]
+    few = _plan(_fp(n=2), 1200, seconds=fast, device="cuda", memory_mib=16 * 1024)
+    assert few.settings["batch"] == 2  # 5% of 2 images is less than a patch
+
+
+def test_memory_estimate_counts_what_a_step_keeps():
+    c = Candidate(16, 2, (64, 64), 2, 1, 2, norm="instance")
+    # hand count in float32 elements: input 1, logits, softmax and log-softmax 3 x 2; per
+    # level (c, voxels): encoder 2 convs x (conv, norm) 4c; decoder up c, concat 2c,
+    # 2 convs 4c; pooled map and int64 indices 3c
+    v = 64 * 64
+    hand = v + 6 * v
+    hand += 4 * 16 * v + 7 * 16 * v + 3 * 16 * v / 4
+    hand += 4 * 32 * v / 4 + 7 * 32 * v / 4 + 3 * 32 * v / 16
+    hand += 4 * 64 * v / 16
+    assert c.activation_bytes() == pytest.approx(4 * hand)
+    # without a norm the ReLU runs in place over the convolution: one map per convolution
+    assert dataclasses.replace(c, norm=None).activation_bytes() < c.activation_bytes()
+    # bf16: 2-byte convolution outputs, float32 norms: 3/4 of the maps with a norm, 1/2 without
+    low = dataclasses.replace(c, precision="bf16")
+    assert 0.6 < low.activation_bytes() / c.activation_bytes() < 0.8
+    bare = dataclasses.replace(c, norm=None)
+    bare_low = dataclasses.replace(bare, precision="bf16")
+    assert bare_low.activation_bytes() / bare.activation_bytes() < 0.6
+    # parameters as the network has them
+    from segloc.nn import create_model
+
+    net = create_model(
+        "unet",
+        in_channels=1,
+        num_classes=2,
+        base_channels=16,
+        depth=2,
+        padding="same",
+        norm="instance",
+    )
+    assert c.parameters() == sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [16, 5, [256, 256], 4, 1, 2, "fp32", "instance"],
+        [8, 4, [256, 256], 8, 3, 2, "fp32", None],
+        [16, 4, [48, 64, 48], 2, 1, 3, "bf16", "instance"],
+    ],
+)
+def test_memory_estimate_is_near_a_measured_step(values):
+    """The probe's step in a fresh process (benchmarks/step_memory.py): its peak RSS above
+    the baseline is within the range the benchmark fitted (0.78-1.23), with some slack."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "step_memory.py"), "--one", json.dumps(values)],
+        capture_output=True, text=True, cwd=repo, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        pytest.skip(result["error"])  # no /proc/self/clear_refs on this system
+    base, depth, patch, batch, channels, classes, precision, norm = values
+    c = Candidate(base, depth, tuple(patch), batch, channels, classes, precision, norm=norm)
+    assert 0.65 < result["measured"] / c.memory_mib() < 1.4, (result, c.memory_mib())
 
 
 def test_precision_is_the_probes_fastest():

@@ -58,6 +58,7 @@ NEAR_COPIES = 0.85  # consecutive numbered frames correlating this much are near
 LARGE_OBJECT = 0.10  # objects this share of the image: downsample so the patch holds one
 BUDGET_SHARE = 0.85  # share of the budget the steps get (validation, loading, decisions)
 NORM = "instance"  # nnU-Net's: batches of 2-4 patches make batch statistics noisy
+STEP_MEMORY_SHARE = 0.5  # of the device's memory for a step (the rest: data, cache, others)
 
 
 @dataclass
@@ -266,18 +267,49 @@ def _patch_and_depth(fp: Fingerprint, target: Sequence[float], plan: Plan) -> tu
     return rounded, pools
 
 
-def _batch(fp: Fingerprint, patch: Sequence[int], target: Sequence[float], plan: Plan) -> int:
+def _batch(
+    fp: Fingerprint,
+    patch: Sequence[int],
+    target: Sequence[float],
+    plan: Plan,
+    one: Candidate,
+    device: str,
+    memory_mib: float,
+) -> int:
+    """At least 2, at most 5% of the dataset's voxels per step and what ``memory_mib`` holds
+    (the estimate of ``one``, the preferred width at batch 1, in float32); on CUDA as many as
+    fit (nnU-Net's memory model), elsewhere the nominal 4 (2D) or 2 (3D), since a CPU's
+    step time, not its memory, is the limit."""
     scale = np.prod(np.array(fp.median_spacing()) / np.array(target))
     voxels = float(np.sum([np.prod(s) for s in fp.shapes])) * scale
     cap = int(0.05 * voxels // np.prod(patch))
     nominal = 4 if fp.dims == 2 else 2
-    batch = max(2, min(nominal, cap))
-    plan.set(
-        "batch",
-        batch,
-        f"{nominal} ({fp.dims}D), at least 2, at most 5% of the dataset's voxels per step "
-        f"({_count(max(cap, 0), 'patches')})",
-    )
+    patches = _count(max(cap, 0), "patches")
+    why = f"at least 2, at most 5% of the dataset's voxels per step ({patches})"
+    fit = None
+    if memory_mib > 0:
+        weights = dataclasses.replace(one, batch=0).memory_mib()
+        per_patch = one.memory_mib() - weights
+        fit = int((STEP_MEMORY_SHARE * memory_mib - weights) // per_patch)
+        why += (
+            f" and {_count(max(fit, 0), 'patches')} in {STEP_MEMORY_SHARE:.0%} of the "
+            f"{memory_mib / 1024:.1f} GiB {'on the GPU' if device == 'cuda' else 'available'} "
+            f"(~{per_patch:.0f} MiB a patch at base {one.base}, float32)"
+        )
+        if fit < 2:
+            plan.notes.append(
+                f"two patches of {'x'.join(map(str, patch))} need ~{2 * per_patch:.0f} MiB "
+                f"at base {one.base}, more than {STEP_MEMORY_SHARE:.0%} of the "
+                f"{memory_mib:.0f} MiB available: the step may run out of memory (pass a "
+                "smaller --patch)"
+            )
+    if device == "cuda" and fit is not None:
+        batch = max(2, min(cap, fit))
+        why = "as many as fit on the GPU (nnU-Net), " + why
+    else:
+        batch = max(2, min(nominal, cap, fit if fit is not None else nominal))
+        why = f"{nominal} ({fp.dims}D), " + why
+    plan.set("batch", batch, why)
     return batch
 
 
@@ -405,20 +437,32 @@ def _sampling(fp: Fingerprint, plan: Plan) -> None:
     plan.set("foreground_fraction", 0.33, reason)
 
 
-def candidates(fp: Fingerprint, device: str = "cpu") -> list[Candidate]:
-    """The network sizes whose training step the probe should time for this dataset."""
-    scratch = Plan()
-    target = _spacing(fp, scratch)
-    patch, pools = _patch_and_depth(fp, target, scratch)
-    batch = _batch(fp, patch, target, scratch)
+def candidates(fp: Fingerprint, device: str = "cpu", memory_mib: float = 0.0) -> list[Candidate]:
+    """The network sizes whose training step the probe should time for this dataset, with
+    ``memory_mib`` of memory for a step on ``device`` (0: unknown, not limited)."""
+    return _candidates(fp, Plan(), device, memory_mib)[0]
+
+
+def _candidates(
+    fp: Fingerprint, plan: Plan, device: str, memory_mib: float
+) -> tuple[list[Candidate], list[int], int]:
+    """The candidates, and the patch and batch ``plan`` receives with their reasons."""
+    target = _spacing(fp, plan)
+    patch, pools = _patch_and_depth(fp, target, plan)
     classes = 2 if _instance_ids(fp) else max(2, max((int(k) for k in fp.classes), default=1) + 1)
     aniso = None if all(set(level) == {2} for level in pools) else tuple(map(tuple, pools))
-    return [
-        Candidate(
-            w, len(pools), tuple(patch), batch, max(fp.channels, 1), classes, pools=aniso, norm=NORM
-        )
-        for w in WIDTHS
-    ]
+    one = Candidate(
+        PREFERRED_WIDTH,
+        len(pools),
+        tuple(patch),
+        1,
+        max(fp.channels, 1),
+        classes,
+        pools=aniso,
+        norm=NORM,
+    )
+    batch = _batch(fp, patch, target, plan, one, device, memory_mib)
+    return [dataclasses.replace(one, base=w, batch=batch) for w in WIDTHS], patch, batch
 
 
 def _chosen(probe: ProbeResult, cands: Sequence[Candidate]) -> tuple[str, dict[int, float]]:
@@ -436,6 +480,34 @@ def _chosen(probe: ProbeResult, cands: Sequence[Candidate]) -> tuple[str, dict[i
         if label in probe.steps and math.isfinite(probe.steps[label]):
             times[c.base] = probe.steps[label]
     return precision, times
+
+
+def _memory(
+    cands: Sequence[Candidate],
+    precision: str,
+    memory_mib: float,
+    times: dict[int, float],
+    plan: Plan,
+) -> None:
+    """Leave out of ``times`` the widths whose step would not fit in the memory (never the
+    narrowest)."""
+    if memory_mib <= 0:
+        return
+    limit = STEP_MEMORY_SHARE * memory_mib
+    too_large = [
+        c.base
+        for c in cands
+        if c.base in times
+        and c.base != min(times)
+        and dataclasses.replace(c, precision=precision).memory_mib() > limit
+    ]
+    for w in too_large:
+        del times[w]
+    if too_large:
+        plan.notes.append(
+            f"base {', '.join(map(str, too_large))} left out: a step would need more than "
+            f"{STEP_MEMORY_SHARE:.0%} of the {memory_mib:.0f} MiB available"
+        )
 
 
 def _precision(probe: ProbeResult, precision: str, plan: Plan) -> None:
@@ -618,16 +690,14 @@ def make_plan(
         return plan
     plan.set("data", data, "the dataset folder")
     kind, evidence = modality(fp)
-    target = _spacing(fp, plan)
-    patch, pools = _patch_and_depth(fp, target, plan)
-    batch = _batch(fp, patch, target, plan)
+    cands, patch, batch = _candidates(fp, plan, probe.device, probe.memory_mib)
     _normalisation(fp, kind, plan)
     _augmentation(fp, plan)
     n_val = _split(fp, plan)
     _labels(fp, plan)
     _sampling(fp, plan)
-    cands = candidates(fp, probe.device)
     precision, times = _chosen(probe, cands)
+    _memory(cands, precision, probe.memory_mib, times, plan)
     _precision(probe, precision, plan)
     _threads(probe, plan)
     workers = 0 if probe.cores <= 2 else min(probe.cores // 2, 6)
@@ -733,7 +803,10 @@ def plan_yaml(plan: Plan, probe: ProbeResult | None = None) -> str:
     for key, value in plan.expected.items():
         lines.append(f"# expected {key}: {value}")
     if probe is not None:
-        lines.append(f"# probe on {probe.device}, {probe.cores} cores, bf16 native: {probe.bf16}")
+        lines.append(
+            f"# probe on {probe.device}, {probe.cores} cores, bf16 native: {probe.bf16}, "
+            f"memory for a step: {probe.memory_mib:.0f} MiB"
+        )
         for p, seconds in sorted(probe.scout.items()):
             lines.append(f"#   scout (half the patch side) in {p}: {_sig(seconds, 3)} s/step")
         for n, seconds in sorted(probe.threads.items()):

@@ -33,7 +33,7 @@ from segloc.engine.plan import (
     make_plan,
     plan_yaml,
 )
-from segloc.engine.probe import ProbeResult, probe
+from segloc.engine.probe import ProbeResult, device_memory, probe
 from segloc.engine.run import parse_duration, resolve_device
 
 __all__ = [
@@ -125,9 +125,11 @@ def plan_dataset(
         save_to=save_fingerprint,
     )
     dev = resolve_device(device)
-    figures = ProbeResult(device=dev.type)
+    # measured once: the candidates the probe times and the plan must agree on the batch
+    memory = round(device_memory(dev) / 2**20)
+    figures = ProbeResult(device=dev.type, memory_mib=memory)
     if fp.n_cases and fp.dims:
-        cands = candidates(fp, dev.type)
+        cands = candidates(fp, dev.type, memory)
         scratch = make_plan(fp, figures, budget=budget or 1.0, data=str(data))
         figures = probe(
             cands,
@@ -135,6 +137,7 @@ def plan_dataset(
             seconds=probe_limit or probe_seconds(budget),
             augment=dict(scratch.settings["augment_kwargs"]),
         )
+        figures.memory_mib = memory
     text = None if time_budget is None or isinstance(time_budget, (int, float)) else time_budget
     plan = make_plan(fp, figures, budget=budget, data=str(data), budget_text=text)
     planned = Planned(fp, figures, plan)

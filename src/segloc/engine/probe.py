@@ -24,17 +24,24 @@ import torch
 
 from segloc.engine.augment import Augmenter
 from segloc.engine.run import autocast_dtype
+from segloc.io.limits import available_memory
 from segloc.nn import create_model
 from segloc.nn.fast import to_channels_last
 from segloc.nn.losses import DiceCELoss
 
 _WARM_UP = 2  # untimed steps: on this project's CPU the first two take 10-25x a later one
+# peak memory of a step over its saved feature maps (the gradients alive during the backward
+# pass, the allocator's slack) and a fixed part (the runtime's workspaces and caches): fitted
+# to benchmarks/step_memory.py's measurements (measured / estimate 0.77 to 1.06 there)
+STEP_MEMORY_FACTOR = 1.5
+STEP_MEMORY_OVERHEAD_MIB = 128
 
 __all__ = [
     "Candidate",
     "ProbeResult",
     "bf16_supported",
     "cpu_cores",
+    "device_memory",
     "precisions_to_try",
     "probe",
 ]
@@ -83,13 +90,59 @@ class Candidate:
         if self.pools is not None:
             label = label.replace("-batch", "-pooled-batch")
         # the norm only when it is not the default, so that earlier probes' labels still read
-        return label if self.norm == "batch" else label.replace("-batch", f"-{self.norm}-batch")
+        return (
+            label
+            if self.norm == "batch"
+            else label.replace("-batch", f"-{self.norm or 'none'}-batch")
+        )
 
     def levels(self) -> list[tuple[int, ...]]:
         """The pooling factors of each level (2 on every axis unless ``pools`` says)."""
         if self.pools is not None:
             return [tuple(level) for level in self.pools]
         return [(2,) * len(self.patch)] * self.depth
+
+    def activation_bytes(self) -> float:
+        """Bytes of feature maps one sample keeps for the backward pass of a step.
+
+        Per 3x3 convolution its output and the norm's, which the ReLU overwrites in place (one
+        map without a norm); per pooling the pooled map and its int64 indices; per decoder
+        level the up-sampled map and the concatenation; and the input, the logits and the
+        loss's softmax and log-softmax. Under autocast (bf16, fp16) convolutions give 2-byte
+        maps, but norms, concatenations with them, pooling of them and the loss's softmax stay
+        float32 (PyTorch's autocast op lists).
+        """
+        voxels = float(math.prod(self.patch))
+        conv = 2 if self.precision in ("bf16", "fp16") else 4
+        kept = conv if self.norm is None else 4  # what a block hands on: conv's or norm's
+        per_conv = conv if self.norm is None else conv + 4
+        levels = self.levels()
+        total = (4 * self.channels + (conv + 8) * self.classes) * voxels
+        for level in range(self.depth + 1):
+            c = self.base * 2**level
+            total += 2 * per_conv * c * voxels  # the encoder's (bottleneck's) two convolutions
+            if level < self.depth:
+                # decoder: up-sampled map, the concatenation (2c) at the wider dtype, 2 convs
+                total += (conv + 2 * max(conv, kept) + 2 * per_conv) * c * voxels
+                voxels /= math.prod(levels[level])
+                total += (kept + 8) * c * voxels  # the pooled map and its indices
+        return total
+
+    def parameters(self) -> int:
+        """Weights of the network (counted on the meta device: nothing is allocated)."""
+        with torch.device("meta"):
+            return sum(p.numel() for p in _network(self).parameters())
+
+    def memory_mib(self) -> float:
+        """Estimated peak memory of one training step, MiB: the saved feature maps of the
+        batch (:meth:`activation_bytes`), times :data:`STEP_MEMORY_FACTOR` for the gradients
+        alive during the backward pass, plus weights, gradients and AdamW's two moments
+        (float32), their low-precision copies under autocast, and
+        :data:`STEP_MEMORY_OVERHEAD_MIB`."""
+        low = self.precision in ("bf16", "fp16")
+        maps = self.batch * self.activation_bytes() * STEP_MEMORY_FACTOR
+        weights = self.parameters() * (4 * 4 + (2 if low else 0))
+        return (maps + weights) / 2**20 + STEP_MEMORY_OVERHEAD_MIB
 
     def operations(self) -> float:
         """A relative count of the step's multiply-adds (3x3 convolutions, each level)."""
@@ -131,6 +184,8 @@ class ProbeResult:
         Seconds to augment one patch (the main process does it when there are no workers).
     seconds : float
         Wall time the probe took.
+    memory_mib : float
+        Memory a step may use on the device (:func:`device_memory`), MiB; 0: unknown.
     """
 
     device: str = "cpu"
@@ -142,6 +197,7 @@ class ProbeResult:
     estimated: list[str] = field(default_factory=list)
     augment: float = 0.0
     seconds: float = 0.0
+    memory_mib: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,11 +208,10 @@ class ProbeResult:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def _time_steps(c: Candidate, device: torch.device, steps: int, deadline: float) -> float:
-    """Median seconds of ``steps`` timed steps after the warm-up; past ``deadline`` fewer,
-    but always one."""
+def _network(c: Candidate) -> torch.nn.Module:
+    """The U-Net ``c`` describes, as the trainer builds it."""
     extra = {} if c.pools is None else {"pools": [list(level) for level in c.pools]}
-    model = create_model(
+    return create_model(
         "unet",
         in_channels=c.channels,
         num_classes=c.classes,
@@ -167,6 +222,21 @@ def _time_steps(c: Candidate, device: torch.device, steps: int, deadline: float)
         norm=c.norm,
         **extra,
     )
+
+
+def device_memory(device: str | torch.device) -> int:
+    """Bytes a training step may use on ``device``: a CUDA device's total memory, or the
+    memory the system has available now (:func:`segloc.io.limits.available_memory`)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return available_memory()
+
+
+def _time_steps(c: Candidate, device: torch.device, steps: int, deadline: float) -> float:
+    """Median seconds of ``steps`` timed steps after the warm-up; past ``deadline`` fewer,
+    but always one."""
+    model = _network(c)
     to_channels_last(model.to(device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = DiceCELoss("multiclass", include_background=False, batch=True)
