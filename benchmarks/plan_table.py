@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -203,24 +204,33 @@ COLUMNS = {  # the table's columns, by the start of each file's method cell
 }
 
 
+def _measured_at(text: str) -> str:
+    """The run's start, ``YYYY-MM-DDTHH:MM``, from a result file's header ("" if absent)."""
+    match = re.search(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", text)
+    return match.group(0) if match else ""
+
+
 def combined(folder: Path) -> str:
-    """One table from the ``plan_table_NAME*.md`` files under ``folder`` (a method measured in
-    several files: the first in name order, so ``plan_table_NAME.md`` first)."""
+    """One table from the ``plan_table_NAME*.md`` files under ``folder``; a method measured in
+    several files: the latest run (by the date in each file's header)."""
     lines = ["| dataset | metric | " + " | ".join(COLUMNS.values()) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]  # fmt: skip
     for name in DATASETS:
         paths = sorted(folder.glob(f"plan_table_{name}.md")) + sorted(
             folder.glob(f"plan_table_{name}-*.md")
         )
-        cells: dict[str, str] = {}
+        cells: dict[str, tuple[str, str]] = {}
         for path in paths:
-            rows = [line for line in path.read_text().splitlines() if line.startswith("| ")][1:]
+            text = path.read_text()
+            when = _measured_at(text)
+            rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
             for row in rows:
-                method, score = (c.strip() for c in row.split("|")[1:3])
+                method, score, steps = (c.strip() for c in row.split("|")[1:4])
                 column = next(v for k, v in COLUMNS.items() if method.startswith(k))
-                cells.setdefault(column, score)
+                if column not in cells or when > cells[column][0]:
+                    cells[column] = (when, f"{score} ({int(steps):,} steps, {when[:10]})")
         if cells:
-            row = " | ".join(cells.get(c, "not run") for c in COLUMNS.values())
+            row = " | ".join(cells[c][1] if c in cells else "not run" for c in COLUMNS.values())
             lines.append(f"| {name} | {METRIC[RECIPES[name]['metric']]} | {row} |")
     return "\n".join(lines)
 
