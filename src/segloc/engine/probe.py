@@ -102,6 +102,11 @@ class Candidate:
             return [tuple(level) for level in self.pools]
         return [(2,) * len(self.patch)] * self.depth
 
+    @property
+    def low_precision(self) -> bool:
+        """Whether the step runs under a 16-bit autocast (bf16, fp16)."""
+        return self.precision in ("bf16", "fp16")
+
     def activation_bytes(self) -> float:
         """Bytes of feature maps one sample keeps for the backward pass of a step.
 
@@ -113,7 +118,7 @@ class Candidate:
         float32 (PyTorch's autocast op lists).
         """
         voxels = float(math.prod(self.patch))
-        conv = 2 if self.precision in ("bf16", "fp16") else 4
+        conv = 2 if self.low_precision else 4
         kept = conv if self.norm is None else 4  # what a block hands on: conv's or norm's
         per_conv = conv if self.norm is None else conv + 4
         levels = self.levels()
@@ -139,9 +144,8 @@ class Candidate:
         alive during the backward pass, plus weights, gradients and AdamW's two moments
         (float32), their low-precision copies under autocast, and
         :data:`STEP_MEMORY_OVERHEAD_MIB`."""
-        low = self.precision in ("bf16", "fp16")
         maps = self.batch * self.activation_bytes() * STEP_MEMORY_FACTOR
-        weights = self.parameters() * (4 * 4 + (2 if low else 0))
+        weights = self.parameters() * (4 * 4 + (2 if self.low_precision else 0))
         return (maps + weights) / 2**20 + STEP_MEMORY_OVERHEAD_MIB
 
     def operations(self) -> float:
