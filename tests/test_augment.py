@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from skimage import transform as sktf
 
 from segloc.engine.augment import (
@@ -42,6 +43,16 @@ def test_flip_matches_numpy_and_is_an_involution(shape, axes):
     back, back_lab = flip(out, lab, axes)
     np.testing.assert_array_equal(back, image)
     np.testing.assert_array_equal(back_lab, labels)
+
+
+@pytest.mark.parametrize("axes", [2, (0, 2)])
+def test_flip_of_a_one_slice_patch_is_a_plain_copy(axes):
+    """A patch one slice thick (a 2D network on slices) flipped across that slice: NumPy
+    calls the flipped view contiguous, but its negative stride is refused by torch."""
+    image, labels = pair((4, 5, 1))
+    out, lab = flip(image, labels, axes)
+    assert min(out.strides) > 0 and min(lab.strides) > 0
+    torch.from_numpy(out), torch.from_numpy(lab)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, -1])

@@ -115,7 +115,9 @@ def flip(image: Any, labels: Any, axes: int | Sequence[int]) -> tuple[np.ndarray
     image, labels = _check_pair(image, labels)
     axes = _check_axes(axes, labels.ndim, name="axes")
     out_image = np.flip(image, axis=tuple(a + 1 for a in axes))
-    return np.ascontiguousarray(out_image), np.ascontiguousarray(np.flip(labels, axis=axes))
+    # copy(), not ascontiguousarray: a flipped axis of length 1 counts as contiguous to
+    # NumPy, which then returns the view with its negative stride (refused by torch)
+    return out_image.copy(), np.flip(labels, axis=axes).copy()
 
 
 def rot90(
