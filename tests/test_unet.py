@@ -765,3 +765,46 @@ def test_pools_per_axis_pool_a_coarse_axis_later():
 def test_pools_are_checked(pools, padding, match):
     with pytest.raises(ValueError, match=match):
         UNet(1, 2, depth=2, padding=padding, dims=3, pools=pools)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slice_axis_runs_the_2d_network_on_each_slice(axis):
+    """A slice-wise U-Net is the 2D U-Net, same weights, applied to each slice in turn."""
+    torch.manual_seed(0)
+    sliced = UNet(2, 3, base_channels=4, depth=2, padding="same", dims=3, slice_axis=axis)
+    flat = UNet(2, 3, base_channels=4, depth=2, padding="same", dims=2)
+    flat.load_state_dict(sliced.state_dict())  # same names and shapes: a 2D network
+    sliced.eval(), flat.eval()
+    shape = [8, 8, 8]
+    shape[axis] = 5  # any length: the axis is never pooled
+    x = torch.randn(2, 2, *shape)
+    with torch.no_grad():
+        y = sliced(x)
+        ref = torch.stack([flat(x.select(2 + axis, k)) for k in range(5)], dim=2 + axis)
+    assert y.shape == (2, 3, *shape)
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-6)
+    assert sliced.multiples == tuple(1 if a == axis else 4 for a in range(3))
+
+
+def test_slice_axis_keeps_anisotropic_pools_in_plane():
+    net = UNet(1, 2, base_channels=4, depth=2, padding="same", dims=3, slice_axis=2,
+               pools=[[2, 1, 1], [2, 2, 1]])  # fmt: skip
+    assert net.multiples == (4, 2, 1)
+    assert net(torch.zeros(1, 1, 8, 6, 3)).shape == (1, 2, 8, 6, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dims": 2, "padding": "same", "slice_axis": 0}, "slice_axis needs dims=3"),
+        ({"dims": 3, "padding": "valid", "slice_axis": 0}, "slice_axis needs dims=3"),
+        ({"dims": 3, "padding": "same", "slice_axis": 3}, "slice_axis must be one of"),
+        (
+            {"dims": 3, "padding": "same", "slice_axis": 0, "pools": [[2, 2, 2]] * 2},
+            "factor 1 on slice_axis 0",
+        ),
+    ],
+)
+def test_slice_axis_refuses_what_it_cannot_do(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        UNet(1, 2, base_channels=4, depth=2, **kwargs)

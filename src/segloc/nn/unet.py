@@ -70,6 +70,12 @@ class UNet(nn.Module):
         last, coarsely sampled axis of an anisotropic volume only at the third level, as
         nnU-Net does [3]_. Each axis must then be a multiple of the product of its factors.
         Default: 2 on every axis at every level.
+    slice_axis : int, optional
+        ``dims=3`` and ``same`` padding only: a 2D U-Net run on every slice across this
+        spatial axis of a volume, each slice on its own (nnU-Net's 2D configuration [3]_,
+        for volumes whose slices are much thicker than their pixels). The layers are 2D;
+        input and output are volumes ``(B, C, D, H, W)`` with any length along the axis,
+        and ``pools`` (if given) has factor 1 on it.
 
     Notes
     -----
@@ -106,6 +112,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         double_before_pool: bool = False,
         pools: Sequence[Sequence[int]] | None = None,
+        slice_axis: int | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = check_int(in_channels, name="in_channels", minimum=1)
@@ -124,12 +131,25 @@ class UNet(nn.Module):
                 f"double_before_pool must be a bool, got {type(double_before_pool).__name__}"
             )
         self.double_before_pool = double_before_pool
+        self.slice_axis = _check_slice_axis(slice_axis, dims, padding)
+        if slice_axis is not None and pools is None:
+            pools = [[1 if a == slice_axis else 2 for a in range(dims)]] * depth
         self.pools = _check_pools(pools, depth, dims, padding)
+        if slice_axis is not None and any(level[slice_axis] != 1 for level in self.pools):
+            raise ValueError(
+                f"pools must have factor 1 on slice_axis {slice_axis} (each slice is pooled "
+                f"on its own), got {pools!r}"
+            )
         # per axis, what an input length must be a multiple of (same padding)
         self.multiples = tuple(math.prod(level[a] for level in self.pools) for a in range(dims))
-        scales = [tuple(level) if len(set(level)) > 1 else level[0] for level in self.pools]
+        # the layers' own pooling: the slice axis is not one of their axes
+        layer_pools = [
+            tuple(f for a, f in enumerate(level) if a != slice_axis) for level in self.pools
+        ]
+        scales = [tuple(level) if len(set(level)) > 1 else level[0] for level in layer_pools]
+        layer_dims = 2 if slice_axis is not None else dims
 
-        common = {"dims": dims, "padding": padding, "norm": norm}
+        common = {"dims": layer_dims, "padding": padding, "norm": norm}
         c = [base_channels * 2**i for i in range(depth + 2)]
         if double_before_pool:
             # Level i: c[i] then c[i+1] channels; the bottleneck ends with c[depth+1].
@@ -168,7 +188,7 @@ class UNet(nn.Module):
                     **common,
                 )
             )
-        self.head = conv_nd(dims)(outs[0], num_classes, 1)
+        self.head = conv_nd(layer_dims)(outs[0], num_classes, 1)
 
     # -- size arithmetic ------------------------------------------------------------------
 
@@ -261,6 +281,14 @@ class UNet(nn.Module):
                 f"input must be {want} with C = {self.in_channels}, got shape {tuple(x.shape)}"
             )
         self.output_size(tuple(int(s) for s in x.shape[2:]))
+        if self.slice_axis is not None:
+            # every slice becomes a 2D sample of the batch, and back
+            moved = x.movedim(2 + self.slice_axis, 1)
+            y = self._layers(moved.flatten(0, 1))
+            return y.unflatten(0, moved.shape[:2]).movedim(1, 2 + self.slice_axis)
+        return self._layers(x)
+
+    def _layers(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for block in self.encoder:
             x = block(x)
@@ -269,6 +297,16 @@ class UNet(nn.Module):
         for i in reversed(range(self.depth)):
             x = self.decoder[i](x, skips[i])
         return self.head(x)
+
+
+def _check_slice_axis(slice_axis: int | None, dims: int, padding: str) -> int | None:
+    if slice_axis is None:
+        return None
+    if dims != 3 or padding != "same":
+        raise ValueError(
+            f"slice_axis needs dims=3 and padding='same', got dims={dims}, padding={padding!r}"
+        )
+    return check_choice(check_int(slice_axis, name="slice_axis"), (0, 1, 2), name="slice_axis")
 
 
 def _check_pools(
