@@ -68,6 +68,25 @@ def test_export_3d_matches_pytorch(tmp_path):
         predictor(x[0])
 
 
+@pytest.mark.parametrize(
+    "kwargs, example, dims, other",
+    [
+        # a coarse axis pooled once: its own grid (2), not 2**depth
+        ({"pools": [[2, 2, 1], [2, 2, 2]]}, (1, 1, 16, 24, 4), ["4*t0", "4*t1", "2*t2"],
+         (2, 1, 16, 32, 6)),
+        # 2D layers on every slice: batch free, the slice axis as traced (one window's)
+        ({"slice_axis": 2}, (1, 1, 16, 24, 1), ["4*t0", "4*t1", 1], (3, 1, 24, 16, 1)),
+    ],
+)  # fmt: skip
+def test_export_anisotropic_and_slice_wise_unets(tmp_path, kwargs, example, dims, other):
+    torch.manual_seed(3)
+    net = UNet(1, 3, base_channels=4, depth=2, padding="same", dims=3, norm="instance", **kwargs)
+    path = export_onnx(net, tmp_path / "a.onnx", example_shape=example)
+    assert input_dims(path)[0] == "batch" and input_dims(path)[2:] == dims
+    x = np.random.default_rng(3).standard_normal(other, dtype=np.float32)
+    np.testing.assert_allclose(OnnxPredictor(path)(x), torch_logits(net, x), rtol=0, atol=1e-4)
+
+
 def test_export_valid_padding_keeps_valid_sizes_dynamic(tmp_path):
     torch.manual_seed(2)
     net = UNet(2, 3, base_channels=4, depth=2, norm="instance")

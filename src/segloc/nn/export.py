@@ -36,10 +36,11 @@ def _dynamic_shapes(model: nn.Module, ndim: int) -> dict[int, object]:
     if isinstance(model, UNet):
         # A U-Net takes sizes grid * t + offset only; telling the exporter so avoids it
         # specialising to the example size when it meets the pooling's divisibility guards.
-        grid = 2**model.depth
-        first = model.valid_input_size(1)[0]
+        # Same padding: the grid of each axis is its own pooling (1 across a slice axis).
+        firsts = model.valid_input_size(1)
         for i in range(ndim - 2):
-            spatial.append(grid * Dim(f"t{i}", min=1) + (first - grid))
+            grid = model.multiples[i] if model.padding == "same" else 2**model.depth
+            spatial.append(grid * Dim(f"t{i}", min=1) + (firsts[i] - grid))
     else:
         spatial = [Dim.AUTO] * (ndim - 2)
     return {0: Dim("batch", min=1), **dict(enumerate(spatial, start=2))}
@@ -105,9 +106,14 @@ def export_onnx(
         model.output_size(shape[2:])  # a clear ValueError naming a valid size, before tracing
         if dynamic_spatial:
             # torch.export specialises a size whose free factor is 1 (its 0/1 rule), so the
-            # smallest valid size is traced one pooling grid step larger.
-            first, grid = model.valid_input_size(1)[0], 2**model.depth
-            shape = shape[:2] + tuple(s + grid if s == first else s for s in shape[2:])
+            # smallest valid size is traced one pooling grid step larger, and a batch of 1
+            # as 2 (a slice-wise U-Net folds the slices into the batch).
+            firsts = model.valid_input_size(1)
+            grids = model.multiples if model.padding == "same" else (2**model.depth,) * 3
+            shape = (max(shape[0], 2), shape[1]) + tuple(
+                s + grids[a] if s == firsts[a] and grids[a] > 1 else s
+                for a, s in enumerate(shape[2:])
+            )
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     example = torch.zeros(shape, device=device)
@@ -230,7 +236,8 @@ def export_checkpoint(
     conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
     if conv is None:
         raise ValueError(f"{checkpoint_path}: model has no convolution to infer its input from")
-    dims = 2 if isinstance(conv, nn.Conv2d) else 3
+    # a slice-wise U-Net has 2D layers and takes volumes: its own dims says which
+    dims = getattr(model, "dims", None) or (2 if isinstance(conv, nn.Conv2d) else 3)
     in_channels = conv.in_channels
     if example_size is None:
         size = model.valid_input_size(1) if isinstance(model, UNet) else (32,) * dims
