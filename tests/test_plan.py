@@ -26,7 +26,9 @@ from segloc.engine.plan import (
     format_fingerprint,
     format_plan,
     make_plan,
+    on_slices,
     plan_yaml,
+    slice_axis,
 )
 from segloc.engine.probe import Candidate, ProbeResult, probe
 
@@ -160,6 +162,57 @@ def test_anisotropic_volumes():
         pools=pools,
     )
     assert net.multiples == tuple(multiples)
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_anisotropic_volumes_also_plan_2d_on_their_slices(axis):
+    """nnU-Net's 2D configuration: the same volumes, a 2D U-Net on every slice across the
+    coarse axis, patches one slice thick, mirrored and turned in the slices' plane."""
+    shape, spacing = [256, 256, 256], [0.8, 0.8, 0.8]
+    shape[axis], spacing[axis] = 30, 5.0
+    fp = _fp(n=40, shape=shape, spacing=spacing)
+    assert slice_axis(fp) == axis
+    flat = fp.slices(axis)
+    assert flat.dims == 2 and flat.shapes[0] == [256, 256] and flat.spacings[0] == [0.8, 0.8]
+    assert len(flat.orientation) == 2 and flat.names == fp.names
+    full = _plan(fp)
+    plan = on_slices(_plan(flat), full, fp, axis)
+    s = plan.settings
+    plane = [a for a in range(3) if a != axis]
+    assert s["patch"][axis] == 1 and [s["patch"][a] for a in plane] == [256, 256]
+    assert s["extra_model_kwargs"] == {"slice_axis": axis}
+    assert s["target_spacing"] is None  # every case is at its spacing
+    assert s["augment_kwargs"]["rot90_axes"] == plane and s["augment_kwargs"]["p_rot90"] == 0.5
+    assert s["augment_kwargs"]["flip_axes"] == [0, 1, 2]  # the 3D plan mirrors the axis too
+    # the same split: the two networks are compared on the same validation cases
+    keys = ("val_fraction", "group_by", "val_split", "normalize", "decide")
+    assert {k: s[k] for k in keys} == {k: full.settings[k] for k in keys}
+    assert all(plan.reasons[k] for k in s)
+    cfg = TrainConfig.from_dict(s).validate()
+    from segloc.nn import create_model
+
+    net = create_model(
+        "unet", in_channels=1, num_classes=2, base_channels=2, padding="same", dims=3,
+        depth=cfg.depth, **cfg.extra_model_kwargs,
+    )  # fmt: skip
+    assert net.output_size(cfg.patch) == tuple(cfg.patch)
+    # and the 3D plan itself is unchanged by it
+    assert full.settings["patch"][axis] > 1 and "slice_axis" not in full.settings.get(
+        "extra_model_kwargs", {}
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"n": 40, "shape": [64, 64, 64]},  # isotropic
+        {"n": 40, "shape": [64, 64, 20], "spacing": [1.0, 1.0, 2.5]},  # within 3x
+        {"n": 5, "shape": [64, 64, 20], "spacing": [1.0, 1.0, 5.0]},  # 1 validation case
+        {"n": 40, "shape": [64, 64]},  # 2D already
+    ],
+)
+def test_2d_on_slices_is_tried_only_where_it_can_win_and_be_judged(changes):
+    assert slice_axis(_fp(**changes)) is None
 
 
 def test_rgb_photos_with_large_objects_are_shrunk_and_not_turned():

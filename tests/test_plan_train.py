@@ -149,3 +149,70 @@ def test_config_file_reruns_a_plan_and_flags_override_it(tmp_path, monkeypatch):
     )
     config = TrainConfig.from_yaml(out / "config.yaml")
     assert config.lr == 1e-3 and config.select == "best" and config.decide == []
+
+
+def _thick_volumes(root: Path, n: int = 15) -> Path:
+    """``n`` volumes 32x32x4 with slices 4 mm apart (pixels 1 mm): a bright ellipsoid."""
+    rng = np.random.default_rng(0)
+    meta = io.ImageMeta(format="nifti", spacing=(1.0, 1.0, 4.0), affine=np.diag([1.0, 1, 4, 1]))
+    r, c, z = np.meshgrid(np.arange(32), np.arange(32), np.arange(4) * 4.0, indexing="ij")
+    for i in range(n):
+        cr, cc, cz = rng.uniform(12, 20, size=2).tolist() + [rng.uniform(4, 8)]
+        mask = ((r - cr) / 7) ** 2 + ((c - cc) / 5) ** 2 + ((z - cz) / 6) ** 2 <= 1
+        image = 100 + 80 * mask + rng.normal(0, 25, mask.shape)
+        io.write_image(root / "images" / f"v{i:02d}.nii.gz", image.astype(np.float32), meta=meta)
+        io.write_mask(root / "labels" / f"v{i:02d}.nii.gz", mask.astype(np.uint8), meta=meta)
+    return root
+
+
+@pytest.mark.slow
+def test_no_flag_run_on_thick_slices_tries_2d_and_3d_and_keeps_the_better(tmp_path, monkeypatch):
+    """Anisotropic volumes: a 3D and a 2D-on-slices network on half the budget each, the
+    better on the shared validation split kept in the run folder, both scores recorded."""
+    monkeypatch.setenv("SEGLOC_CACHE", str(tmp_path / "cache"))
+    data = _thick_volumes(tmp_path / "thick")
+    run = tmp_path / "run"
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*too few steps", UserWarning)
+            code = main(
+                ["train", "--data", str(data), "--time-budget", "20s", "--out", str(run), "-q"]
+            )
+    finally:
+        torch.set_num_threads(threads)
+    wall = time.perf_counter() - t0
+    assert code == 0
+    assert wall <= 20 * 1.05 + 2 * ALLOWANCE, wall  # both networks within the one budget
+    choice = json.loads((run / "network.json").read_text())
+    rows = choice["networks"]
+    assert set(rows) == {"3d", "2d"} and choice["chosen"] in rows
+    assert all(np.isfinite(r["score"]) and r["steps"] > 0 for r in rows.values())
+    best = max(rows, key=lambda k: (rows[k]["score"], k == "3d"))
+    assert choice["chosen"] == best
+    # each network validated on the same cases
+    splits = [json.loads((run / k / "split.json").read_text()) for k in ("3d", "2d")]
+    assert splits[0] == splits[1] and len(splits[0]["val"]) == 3
+    assert TrainConfig.from_yaml(run / "2d" / "config.yaml").extra_model_kwargs["slice_axis"] == 2
+    # the kept network's files are the run folder's: predict needs nothing else
+    kept = run / choice["chosen"]
+    for name in ("model.safetensors", "config.yaml", "decisions.json"):
+        assert (run / name).read_bytes() == (kept / name).read_bytes(), name
+    for name in ("plan.yaml", "plan-2d.yaml", "fingerprint.json"):
+        assert (run / name).is_file(), name
+    assert (
+        json.loads((kept / "decisions.json").read_text())["score"]
+        == rows[choice["chosen"]]["score"]
+    )
+    predictor = Predictor(run, device="cpu")
+    image, labels, _ = load_case(find_cases(data)[0])
+    assert predictor.predict(image[0]).argmax(0).shape == labels.shape
+    # the network fixed by a flag: one network, the whole budget, no 2D tried
+    out = tmp_path / "fixed"
+    code = main(
+        ["train", "--data", str(data), "--time-budget", "6s", "--base-channels", "4",
+         "--out", str(out), "-q"]
+    )  # fmt: skip
+    assert code == 0 and not (out / "2d").exists() and not (out / "plan-2d.yaml").exists()
+    assert TrainConfig.from_yaml(out / "config.yaml").time_budget == "6s"

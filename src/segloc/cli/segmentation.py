@@ -527,6 +527,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         started=started,
     )
+    choice = result.out / "network.json"
+    if choice.is_file():  # anisotropic volumes: 2D on the slices and 3D were both trained
+        import json
+
+        found = json.loads(choice.read_text())
+        print(f"{result.out}: kept {found['chosen'].upper()} ({found['reason']})")
     if result.best_epoch == 0:
         print(
             f"{result.out}: {result.epochs} epoch(s), no finite validation Dice (validation "

@@ -21,10 +21,10 @@ from segloc.engine.preprocess import NORMALIZATIONS
 from segloc.engine.run import PRECISIONS, RUN_CONFIG_END, RUN_CONFIG_START, parse_duration
 from segloc.nn import NORMS, SEGMENTATION_MODELS
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "yaml_mapping"]
 
 
-def _yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+def yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping in a YAML file (keys as written), or ValueError naming the file."""
     import yaml
 
@@ -246,7 +246,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
         """Read settings from a YAML mapping (keys as in ``segloc train --help``)."""
-        return cls.from_dict(_yaml_mapping(path), source=str(path))
+        return cls.from_dict(yaml_mapping(path), source=str(path))
 
     @classmethod
     def from_sources(
@@ -264,7 +264,7 @@ class TrainConfig:
         """
         values = dict(cls.from_dict(plan, source="plan").to_dict()) if plan else {}
         if path:
-            values.update(_yaml_mapping(path))
+            values.update(yaml_mapping(path))
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(values, source=str(path) if path else "command line")
 

@@ -96,8 +96,9 @@ def decide(
     dict
         ``{"cases": n, "tta": {"off": dice, "on": dice, "chosen": bool},
         "keep_largest": {class: {"before": dice, "after": dice, "chosen": bool}},
-        "settings": {"tta": bool or None, "keep_largest": [classes]}}`` with the parts
-        asked for in ``choices``.
+        "settings": {"tta": bool or None, "keep_largest": [classes]}, "score": dice}``
+        with the parts asked for in ``choices``; ``score`` is the mean Dice of the
+        predictions with every choice applied.
     """
     unknown = sorted(set(choices) - set(CHOICES))
     if unknown:
@@ -143,4 +144,11 @@ def decide(
             out["keep_largest"][str(c)] = {"before": before_c, "after": after_c, "chosen": chosen}
             if chosen:
                 out["settings"]["keep_largest"].append(c)
+        kept_classes = out["settings"]["keep_largest"]
+        if kept_classes:
+            preds = [keep_largest_classes(p, kept_classes) for p in preds]
+            scores = [
+                _dice(p, t, classes, ignore_index) for p, t in zip(preds, truths, strict=True)
+            ]
+    out["score"] = _mean(scores)
     return out

@@ -29,7 +29,7 @@ import re
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,30 @@ class Fingerprint:
         if not self.spacings:
             return []
         return [float(v) for v in np.median(np.array(self.spacings), axis=0)]
+
+    def slices(self, axis: int) -> Fingerprint:
+        """The fingerprint of the 2D slices across spatial ``axis`` of these volumes, as
+        a 2D network trained on them sees it: the axis left out of shapes, spacings and
+        orientation. An object's size keeps its share of the volume (the share of a
+        slice it covers is not measured)."""
+        if self.dims != 3 or axis not in (0, 1, 2):
+            raise ValueError(
+                f"slices need a 3D fingerprint and an axis 0-2, got {self.dims}D, axis {axis}"
+            )
+        depth = float(np.median([s[axis] for s in self.shapes])) if self.shapes else 1.0
+        classes = {
+            k: {**v, "size": float(v["size"]) / depth} if "size" in v else dict(v)
+            for k, v in self.classes.items()
+        }
+        return replace(
+            self,
+            dims=2,
+            shapes=[[v for a, v in enumerate(s) if a != axis] for s in self.shapes],
+            spacings=[[v for a, v in enumerate(s) if a != axis] for s in self.spacings],
+            orientation=[v for a, v in enumerate(self.orientation) if a != axis],
+            classes=classes,
+            sequence={},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

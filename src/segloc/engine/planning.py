@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Mapping
@@ -31,7 +32,9 @@ from segloc.engine.plan import (
     format_fingerprint,
     format_plan,
     make_plan,
+    on_slices,
     plan_yaml,
+    slice_axis,
 )
 from segloc.engine.probe import ProbeResult, device_memory, probe
 from segloc.engine.run import parse_duration, resolve_device
@@ -46,6 +49,10 @@ __all__ = [
 ]
 
 
+#: the plan of the 2D network on the slices of anisotropic volumes, beside ``plan.yaml``
+SLICES_PLAN = "plan-2d.yaml"
+
+
 def probe_seconds(budget: float | None) -> float:
     """Seconds the probe may take: 3% of the budget, between 1 and 20 (5 without one)."""
     return 5.0 if budget is None else float(min(20.0, max(1.0, 0.03 * budget)))
@@ -53,24 +60,34 @@ def probe_seconds(budget: float | None) -> float:
 
 @dataclass
 class Planned:
-    """A dataset's fingerprint, the probe's figures, the plan, and the classical proposal."""
+    """A dataset's fingerprint, the probe's figures, the plan, and the classical proposal;
+    for anisotropic volumes also the plan of a 2D network on their slices (``slices``, with
+    its own probe), each plan then given half the budget."""
 
     fingerprint: Fingerprint
     probe: ProbeResult
     plan: Plan
     classical: list[tuple[str, float]] = field(default_factory=list)
+    slices: Plan | None = None
+    slices_probe: ProbeResult | None = None
 
     def yaml(self) -> str:
         return plan_yaml(self.plan, self.probe)
 
     def files(self) -> dict[str, str]:
-        """What a run folder keeps of the plan: ``plan.yaml`` and ``fingerprint.json``."""
+        """What a run folder keeps of the plan: ``plan.yaml`` and ``fingerprint.json``, and
+        ``plan-2d.yaml`` when a 2D network on the slices is tried."""
         fp = json.dumps(self.fingerprint.to_dict(), indent=1, sort_keys=True)
-        return {"plan.yaml": self.yaml(), "fingerprint.json": fp}
+        files = {"plan.yaml": self.yaml(), "fingerprint.json": fp}
+        if self.slices is not None:
+            files[SLICES_PLAN] = plan_yaml(self.slices, self.slices_probe)
+        return files
 
     def report(self) -> str:
         """Fingerprint and plan as tables, and the classical proposal if there is one."""
         text = [format_fingerprint(self.fingerprint), "", format_plan(self.plan)]
+        if self.slices is not None:
+            text += ["", f"2D on the slices ({SLICES_PLAN})", format_plan(self.slices)[5:]]
         if self.classical:
             text.append("")
             text.append("classical methods on the validation split (mean Dice):")
@@ -91,6 +108,7 @@ def plan_dataset(
     cache: bool = True,
     save_fingerprint: str | os.PathLike | None = None,
     probe_limit: float | None = None,
+    slices: bool = True,
 ) -> Planned:
     """Fingerprint ``data``, probe this machine and plan a run of ``time_budget``.
 
@@ -109,6 +127,10 @@ def plan_dataset(
         Also keep the fingerprint there.
     probe_limit : float, optional
         Seconds the probe may take (default :func:`probe_seconds`).
+    slices : bool
+        Plan a 2D network on the slices beside the 3D one where
+        :func:`segloc.engine.plan.slice_axis` finds an axis; each plan then gets half the
+        budget (and the probe half its seconds). False: the 3D plan alone, whole budget.
 
     Returns
     -------
@@ -127,20 +149,41 @@ def plan_dataset(
     dev = resolve_device(device)
     # measured once: the candidates the probe times and the plan must agree on the batch
     memory = round(device_memory(dev) / 2**20)
-    figures = ProbeResult(device=dev.type, memory_mib=memory)
-    if fp.n_cases and fp.dims:
-        cands = candidates(fp, dev.type, memory)
-        scratch = make_plan(fp, figures, budget=budget or 1.0, data=str(data))
-        figures = probe(
-            cands,
-            device=dev,
-            seconds=probe_limit or probe_seconds(budget),
-            augment=dict(scratch.settings["augment_kwargs"]),
-        )
-        figures.memory_mib = memory
+    axis = slice_axis(fp) if slices else None
+    share = 1.0 if axis is None else 0.5
+    seconds = share * (probe_limit or probe_seconds(budget))
+    part = None if budget is None else share * budget
     text = None if time_budget is None or isinstance(time_budget, (int, float)) else time_budget
-    plan = make_plan(fp, figures, budget=budget, data=str(data), budget_text=text)
+    text = text if axis is None else None  # half the budget: written in seconds
+
+    def planned_for(f: Fingerprint) -> tuple[ProbeResult, Plan]:
+        figures = ProbeResult(device=dev.type, memory_mib=memory)
+        if f.n_cases and f.dims:
+            scratch = make_plan(f, figures, budget=budget or 1.0, data=str(data))
+            figures = probe(
+                candidates(f, dev.type, memory),
+                device=dev,
+                seconds=seconds,
+                augment=dict(scratch.settings["augment_kwargs"]),
+            )
+            figures.memory_mib = memory
+        return figures, make_plan(f, figures, budget=part, data=str(data), budget_text=text)
+
+    figures, plan = planned_for(fp)
     planned = Planned(fp, figures, plan)
+    if axis is not None:
+        planned.slices_probe, flat = planned_for(fp.slices(axis))
+        planned.slices = on_slices(flat, plan, fp, axis)
+        for half, other in ((plan, "the 2D network on the slices"), (planned.slices, "3D")):
+            if "time_budget" in half.settings:
+                half.reasons["time_budget"] = (
+                    f"half the budget given ({time_budget}); the other half trains {other}"
+                )
+        plan.notes.append(
+            f"a 2D network on the slices across axis {axis} ({SLICES_PLAN}) is trained "
+            "beside this one, each on half the budget; the better on the validation split "
+            "is kept"
+        )
     if plan.classical and not fp.problems:
         planned.classical = score_classical(data, plan, fp)
     return planned
@@ -278,6 +321,7 @@ def plan_and_train(
                 image_dir=first.image_dir,
                 label_dir=first.label_dir,
                 label_suffix=first.label_suffix,
+                slices=not _fixes_network(config, given),
             )
             problems = planned.fingerprint.problems
             if problems:
@@ -291,6 +335,127 @@ def plan_and_train(
                     UserWarning,
                     stacklevel=2,
                 )
+            if planned.slices is not None:
+                return train_both(planned, config, given, started=started, progress=progress)
             layer, files = planned.plan.settings, planned.files()
     cfg = TrainConfig.from_sources(config, given, plan=layer)
     return train(cfg, progress=progress, started=started, files=files)
+
+
+# --------------------------------------------------------------------------- 2D or 3D
+
+#: settings that fix the network: given (flag or file), the 2D network is not tried
+NETWORK_SETTINGS = ("model", "patch", "extra_model_kwargs", "base_channels", "depth")
+#: what the kept network's run leaves in the run folder (its states stay in its sub-folder)
+KEPT_FILES = (
+    "model.safetensors",
+    "config.yaml",
+    "split.json",
+    "decisions.json",
+    "metrics.csv",
+    "curves.png",
+)
+NETWORK_CHOICE = "network.json"
+
+
+def _fixes_network(config: str | os.PathLike | None, given: Mapping[str, Any]) -> bool:
+    from segloc.engine.config import yaml_mapping
+
+    named = set(given) | (set(yaml_mapping(config)) if config else set())
+    return bool(named & set(NETWORK_SETTINGS))
+
+
+def _score(result: Any) -> tuple[float, str]:
+    """The validation mean Dice of a finished run's model, with the choices it made, and
+    where the figure comes from."""
+    decisions = Path(result.out) / "decisions.json"
+    if decisions.is_file():
+        found = json.loads(decisions.read_text()).get("score")
+        if found is not None:
+            return float(found), "decisions.json"
+    last = result.history[-1].get("val_dice") if result.history else None
+    return (float("nan") if last is None else float(last)), "the last validation"
+
+
+def train_both(
+    planned: Planned,
+    config: str | os.PathLike | None,
+    given: Mapping[str, Any],
+    *,
+    started: float,
+    progress: bool = True,
+) -> Any:
+    """Train the 3D plan and the 2D plan on the slices, each on half the budget, and keep
+    the one that scores better on the (shared) validation split.
+
+    Each network trains in its own sub-folder (``3d/``, ``2d/``) with its plan; the kept
+    one's model, settings and scores are copied to the run folder, whose
+    ``network.json`` records both scores and the choice (a tie keeps 3D). ``segloc
+    predict`` needs nothing but the run folder, as for one network.
+
+    Returns
+    -------
+    TrainResult
+        The kept network's, with ``out`` the run folder.
+    """
+    import dataclasses
+
+    from segloc._validation import write_atomic
+    from segloc.engine.run import Dist
+    from segloc.engine.train import train
+
+    assert planned.slices is not None
+    first = TrainConfig.from_sources(config, given, plan=planned.plan.settings)
+    if first.resume:
+        raise ValueError(
+            f"{first.out}: a run that tries 2D and 3D resumes one network at a time: "
+            f"segloc train --config {Path(first.out) / '3d' / 'config.yaml'} --resume "
+            "(or 2d/)"
+        )
+    total = None if first.time_budget is None else parse_duration(first.time_budget)
+    out = Path(first.out)
+    plans = {"3d": (planned.plan, planned.probe), "2d": (planned.slices, planned.slices_probe)}
+    results, rows = {}, {}
+    for i, (name, (plan, figures)) in enumerate(plans.items()):
+        now = time.perf_counter()
+        budget = None
+        if total is not None:
+            # the 3D network until half the budget; the 2D one what is left of it
+            budget = total / 2 if i == 0 else max(1.0, total - (now - started))
+        cfg = TrainConfig.from_sources(config, given, plan=plan.settings)
+        cfg = dataclasses.replace(cfg, out=str(out / name), time_budget=budget)
+        result = train(
+            cfg,
+            progress=progress,
+            started=started if i == 0 else now,
+            files={"plan.yaml": plan_yaml(plan, figures)},
+        )
+        score, source = _score(result)
+        results[name] = result
+        rows[name] = {
+            "score": score,
+            "source": source,
+            "folder": name,
+            "network": plan.expected.get("network", ""),
+            "steps": int(result.history[-1].get("step", 0)) if result.history else 0,
+            "epochs": result.epochs,
+        }
+    a, b = rows["3d"]["score"], rows["2d"]["score"]
+    chosen = "2d" if np.isfinite(b) and (not np.isfinite(a) or b > a) else "3d"
+    cases = len(json.loads((out / "3d" / "split.json").read_text())["val"])
+    reason = f"validation mean Dice on the same {cases} cases: 3D {a:.4f}, 2D {b:.4f}" + (
+        "; a tie keeps 3D" if chosen == "3d" and a == b else ""
+    )
+    if Dist.from_env().main:
+        for name, text in planned.files().items():
+            write_atomic(out / name, lambda tmp, t=text: tmp.write_text(t))
+        for name in KEPT_FILES:
+            source = out / chosen / name
+            if source.is_file():
+                write_atomic(out / name, lambda tmp, s=source: shutil.copyfile(s, tmp))
+        if (out / chosen / "samples").is_dir():  # image | truth | prediction pictures
+            shutil.copytree(out / chosen / "samples", out / "samples", dirs_exist_ok=True)
+        doc = {"networks": rows, "chosen": chosen, "reason": reason}
+        text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=True)
+        write_atomic(out / NETWORK_CHOICE, lambda tmp: tmp.write_text(text))
+    return dataclasses.replace(results[chosen], out=out)
