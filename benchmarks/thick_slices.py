@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", default="10m")
     ap.add_argument("--copy", default=None, help="folder for the thick copy (default: a temp dir)")
     ap.add_argument("--plan-only", action="store_true", help="print the plan, do not train")
+    ap.add_argument(
+        "--alone",
+        action="store_true",
+        help="then train each network's plan alone on the whole budget (what trying both costs)",
+    )
     ap.add_argument("--out", default=None, help="write the result as Markdown here")
     args = ap.parse_args(argv)
     tmp = tempfile.TemporaryDirectory(prefix="segloc-thick-")
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"commit {commit}, {platform.processor() or platform.machine()}, "
         f"{time.strftime('%Y-%m-%d')}, wall time {seconds:.0f} s",
-        f"command: `python benchmarks/thick_slices.py --budget {args.budget}`",
+        f"command: `python benchmarks/thick_slices.py --budget {args.budget}"
+        + (" --alone" if args.alone else "")
+        + "`",
         "",
         "| network | validation mean Dice | steps |",
         "|---|---|---|",
@@ -94,6 +101,27 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in choice["networks"].items():
         lines.append(f"| {name} | {row['score']:.4f} | {row.get('steps', '')} |")
     lines += ["", f"kept: **{choice['chosen']}** ({choice['reason']})"]
+    if args.alone:
+        lines += [
+            "",
+            f"Each plan alone on the whole {args.budget} (`segloc train --config "
+            f"RUN/K/plan.yaml --time-budget {args.budget}`: the width and cadence chosen "
+            "for half the budget, the schedule on the whole):",
+            "",
+            "| network alone | validation mean Dice | steps |",
+            "|---|---|---|",
+        ]
+        for name in choice["networks"]:
+            alone = Path(tmp.name) / f"alone-{name}"
+            subprocess.run(
+                [*segloc, "train", "--config", str(run / name / "plan.yaml"), "--time-budget",
+                 args.budget, "--out", str(alone), "-q"],
+                check=True,
+            )  # fmt: skip
+            score = json.loads((alone / "decisions.json").read_text())["score"]
+            with open(alone / "metrics.csv") as f:
+                steps = f.read().strip().splitlines()[-1].split(",")[1]
+            lines.append(f"| {name} | {score:.4f} | {steps} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

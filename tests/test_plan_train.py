@@ -171,6 +171,12 @@ def test_no_flag_run_on_thick_slices_tries_2d_and_3d_and_keeps_the_better(tmp_pa
     better on the shared validation split kept in the run folder, both scores recorded."""
     monkeypatch.setenv("SEGLOC_CACHE", str(tmp_path / "cache"))
     data = _thick_volumes(tmp_path / "thick")
+    # segloc plan shows and writes both plans
+    plan = ["plan", "--data", str(data), "--time-budget", "20s", "-o", str(tmp_path / "p.yaml")]
+    assert main(plan) == 0
+    flat = TrainConfig.from_yaml(tmp_path / "p-2d.yaml")
+    assert flat.extra_model_kwargs == {"slice_axis": 2} and flat.patch[2] == 1
+    assert TrainConfig.from_yaml(tmp_path / "p.yaml").patch[2] > 1
     run = tmp_path / "run"
     threads = torch.get_num_threads()
     t0 = time.perf_counter()

@@ -87,7 +87,8 @@ class Planned:
         """Fingerprint and plan as tables, and the classical proposal if there is one."""
         text = [format_fingerprint(self.fingerprint), "", format_plan(self.plan)]
         if self.slices is not None:
-            text += ["", f"2D on the slices ({SLICES_PLAN})", format_plan(self.slices)[5:]]
+            table = format_plan(self.slices).split("\n", 1)[1]  # under its own title
+            text += ["", f"plan of the 2D network on the slices ({SLICES_PLAN})", table]
         if self.classical:
             text.append("")
             text.append("classical methods on the validation split (mean Dice):")
@@ -193,17 +194,22 @@ def write_plan(
     data: str | os.PathLike, output: str | os.PathLike | None = None, **options: Any
 ) -> Planned:
     """:func:`plan_dataset`, with ``output`` (when given) receiving the plan's YAML and a
-    ``fingerprint.json`` beside it; ``segloc plan``. Neither is written when the fingerprint
-    reports problems (the caller exits non-zero)."""
+    ``fingerprint.json`` beside it (and ``NAME-2d.yaml``, the 2D network's plan, where one
+    is tried); ``segloc plan``. None is written when the fingerprint reports problems (the
+    caller exits non-zero)."""
     if output is not None:
         options.setdefault("save_fingerprint", Path(output).parent / "fingerprint.json")
     planned = plan_dataset(data, **options)
     if output is not None and planned.plan.settings and not planned.fingerprint.problems:
         from segloc._validation import write_atomic
 
-        text = planned.yaml()
+        texts = {Path(output): planned.yaml()}
+        if planned.slices is not None:
+            flat = Path(output).with_name(f"{Path(output).stem}-2d{Path(output).suffix}")
+            texts[flat] = planned.files()[SLICES_PLAN]
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(output, lambda tmp: tmp.write_text(text))
+        for path, text in texts.items():
+            write_atomic(path, lambda tmp, t=text: tmp.write_text(t))
     return planned
 
 
