@@ -26,11 +26,10 @@ from segloc.engine.plan import (
     format_fingerprint,
     format_plan,
     make_plan,
-    on_slices,
     plan_yaml,
-    slice_axis,
 )
 from segloc.engine.probe import Candidate, ProbeResult, probe
+from segloc.engine.slices import on_slices, slice_axis
 
 
 @pytest.fixture(autouse=True)

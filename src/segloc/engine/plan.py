@@ -40,9 +40,7 @@ __all__ = [
     "format_plan",
     "make_plan",
     "modality",
-    "on_slices",
     "plan_yaml",
-    "slice_axis",
 ]
 
 WIDTHS = (8, 16, 32, 64)  # base channels the planner chooses from
@@ -742,86 +740,6 @@ def make_plan(
         "network": label.rsplit("-", 1)[0],
         "estimated": any(k.startswith(f"base{width}-") for k in probe.estimated),
     }
-    return plan
-
-
-# --------------------------------------------------------------------------- 2D or 3D
-
-
-def slice_axis(fp: Fingerprint) -> int | None:
-    """The axis across which a 2D network is tried beside the 3D one, or None.
-
-    nnU-Net trains a 2D and a 3D network and keeps the better on its validation folds;
-    2D sometimes wins on volumes whose slices are much thicker than their pixels. Here the
-    two are tried on anisotropic volumes only (the coarse axis more than ``ANISOTROPY``
-    times the finest), and only when at least 3 validation cases can decide between them.
-    """
-    if fp.dims != 3 or not fp.spacings or fp.problems:
-        return None
-    median = fp.median_spacing()
-    if max(median) / min(median) <= ANISOTROPY or _split(fp, Plan()) < 3:
-        return None
-    return int(np.argmax(median))
-
-
-def on_slices(flat: Plan, full: Plan, fp: Fingerprint, axis: int) -> Plan:
-    """``flat``, the plan of ``fp.slices(axis)``, as settings for the volumes themselves: a
-    2D U-Net run on every slice across ``axis`` (``extra_model_kwargs: slice_axis``),
-    patches one slice thick, the volumes resampled in-plane only. ``full`` is the 3D plan
-    of ``fp`` (its mirroring along ``axis`` is kept)."""
-    plan = dataclasses.replace(
-        flat,
-        settings=dict(flat.settings),
-        reasons=dict(flat.reasons),
-        notes=list(flat.notes),
-        expected=dict(flat.expected),
-    )
-    plane = [a for a in range(3) if a != axis]
-
-    def volume(values: Sequence[Any], along: Any) -> list[Any]:
-        out = list(values)
-        out.insert(axis, along)
-        return out
-
-    s = plan.settings
-    plan.set(
-        "patch",
-        volume(s["patch"], 1),
-        f"one slice across axis {axis}; in-plane: {plan.reasons['patch']}",
-    )
-    kwargs: dict[str, Any] = {"slice_axis": axis}
-    if "pools" in s.get("extra_model_kwargs", {}):
-        kwargs["pools"] = [volume(level, 1) for level in s["extra_model_kwargs"]["pools"]]
-    median = fp.median_spacing()
-    plan.set(
-        "extra_model_kwargs",
-        kwargs,
-        f"a 2D U-Net on every slice across axis {axis}: slices {median[axis]:g} apart, "
-        f"pixels {min(median[a] for a in plane):g} (nnU-Net's 2D configuration)",
-    )
-    in_plane = s.get("target_spacing") or [median[a] for a in plane]
-    target = volume(in_plane, _sig(median[axis]))
-    same = bool(np.allclose(np.array(fp.spacings), target, rtol=1e-3))
-    plan.set(
-        "target_spacing",
-        None if same else target,
-        f"in-plane as the slices' plan; across the slices the median {target[axis]:g}"
-        + ("; every case is there already" if same else ""),
-    )
-    aug = dict(s["augment_kwargs"])
-    flips = [plane[a] for a in aug["flip_axes"]]
-    if axis in full.settings["augment_kwargs"]["flip_axes"]:
-        flips.append(axis)
-    aug["flip_axes"] = sorted(flips)
-    aug["rot90_axes"] = plane
-    turns = f"quarter turns in the plane of axes {plane}" if aug["p_rot90"] else "no quarter turns"
-    plan.set(
-        "augment_kwargs",
-        aug,
-        f"mirror axes {aug['flip_axes']} of the volume (in-plane as the slices' plan, across "
-        f"them as the 3D plan); {turns}; intensity scaled and shifted per channel",
-    )
-    plan.notes.insert(0, f"2D on the slices across axis {axis}, tried beside the 3D network")
     return plan
 
 

@@ -32,12 +32,11 @@ from segloc.engine.plan import (
     format_fingerprint,
     format_plan,
     make_plan,
-    on_slices,
     plan_yaml,
-    slice_axis,
 )
 from segloc.engine.probe import ProbeResult, device_memory, probe
 from segloc.engine.run import parse_duration, resolve_device
+from segloc.engine.slices import on_slices, slice_axis
 
 __all__ = [
     "Planned",
