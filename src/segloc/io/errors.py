@@ -24,6 +24,7 @@ so ``except ImageReadError`` catches all of them.
 
 from __future__ import annotations
 
+import errno
 import os
 
 __all__ = [
@@ -159,12 +160,16 @@ def is_os_error(exc: BaseException) -> bool:
 
     Pillow (``"image file is truncated"``), gzip (``BadGzipFile``) and others raise
     ``OSError`` without an ``errno`` for bad data; the system sets ``errno`` (``EACCES``,
-    ``ENOSPC``, ``EIO`` ...).
+    ``ENOSPC``, ``EIO`` ...). ``EINVAL`` is the exception: reading a regular file it comes
+    from a seek to an offset the file's own header gave (a negative or huge TIFF IFD
+    offset), so it is the content's fault.
 
     Examples
     --------
     >>> import errno
     >>> is_os_error(OSError(errno.EACCES, "Permission denied")), is_os_error(OSError("truncated"))
     (True, False)
+    >>> is_os_error(OSError(errno.EINVAL, "Invalid argument"))  # seek(-1): the header's offset
+    False
     """
-    return isinstance(exc, OSError) and exc.errno is not None
+    return isinstance(exc, OSError) and exc.errno not in (None, errno.EINVAL)
