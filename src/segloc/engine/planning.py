@@ -149,7 +149,7 @@ def plan_dataset(
     dev = resolve_device(device)
     # measured once: the candidates the probe times and the plan must agree on the batch
     memory = round(device_memory(dev) / 2**20)
-    axis = slice_axis(fp) if slices else None
+    axis, untried = slice_axis(fp) if slices else (None, None)
     share = 1.0 if axis is None else 0.5
     seconds = share * (probe_limit or probe_seconds(budget))
     part = None if budget is None else share * budget
@@ -171,6 +171,8 @@ def plan_dataset(
 
     figures, plan = planned_for(fp)
     planned = Planned(fp, figures, plan)
+    if untried:
+        plan.notes.append(untried)
     if axis is not None:
         planned.slices_probe, flat = planned_for(fp.slices(axis))
         planned.slices = on_slices(flat, plan, fp, axis)

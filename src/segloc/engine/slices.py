@@ -25,23 +25,34 @@ import numpy as np
 from segloc.engine.fingerprint import Fingerprint
 from segloc.engine.plan import ANISOTROPY, Plan, _sig, _split
 
-__all__ = ["on_slices", "slice_axis"]
+__all__ = ["MIN_VALIDATION", "on_slices", "slice_axis"]
 
 
-def slice_axis(fp: Fingerprint) -> int | None:
-    """The axis across which a 2D network is tried beside the 3D one, or None.
+MIN_VALIDATION = 3  # validation cases (or folders) it takes to choose between 2D and 3D
+
+
+def slice_axis(fp: Fingerprint) -> tuple[int | None, str | None]:
+    """The axis across which a 2D network is tried beside the 3D one (or None), and, for
+    anisotropic volumes where it is not tried, why.
 
     nnU-Net trains a 2D and a 3D network and keeps the better on its validation folds;
     2D sometimes wins on volumes whose slices are much thicker than their pixels. Here the
     two are tried on anisotropic volumes only (the coarse axis more than ``ANISOTROPY``
-    times the finest), and only when at least 3 validation cases can decide between them.
+    times the finest), and only when at least ``MIN_VALIDATION`` validation cases can
+    decide between them.
     """
     if fp.dims != 3 or not fp.spacings or fp.problems:
-        return None
+        return None, None
     median = fp.median_spacing()
-    if max(median) / min(median) <= ANISOTROPY or _split(fp, Plan()) < 3:
-        return None
-    return int(np.argmax(median))
+    if max(median) / min(median) <= ANISOTROPY:
+        return None, None
+    n_val = _split(fp, Plan())
+    if n_val < MIN_VALIDATION:
+        return None, (
+            f"a 2D network on the slices is not tried beside the 3D one: {n_val} validation "
+            f"case(s) cannot tell the two apart (it takes {MIN_VALIDATION})"
+        )
+    return int(np.argmax(median)), None
 
 
 def on_slices(flat: Plan, full: Plan, fp: Fingerprint, axis: int) -> Plan:
