@@ -52,11 +52,8 @@ def _mean_dice(pred: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(overlap_scores(pred, labels, num_classes=2, empty="one")["dice"][:2]))
 
 
-@pytest.mark.slow
-def test_no_flag_run_plans_ends_on_its_budget_and_beats_otsu(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGLOC_CACHE", str(tmp_path / "cache"))
-    crops = _isbi_crops(tmp_path / "crops")
-    run = tmp_path / "run"
+def _train_no_flag(data: Path, run: Path, budget: str) -> tuple[int, float]:
+    """``segloc train --data DATA --time-budget BUDGET`` in-process: exit code, wall seconds."""
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     try:
@@ -64,11 +61,19 @@ def test_no_flag_run_plans_ends_on_its_budget_and_beats_otsu(tmp_path, monkeypat
             # a machine too busy for 50 steps is told so; the run goes on (and is judged)
             warnings.filterwarnings("ignore", ".*too few steps", UserWarning)
             code = main(
-                ["train", "--data", str(crops), "--time-budget", "30s", "--out", str(run), "-q"]
+                ["train", "--data", str(data), "--time-budget", budget, "--out", str(run), "-q"]
             )
     finally:
         torch.set_num_threads(threads)
-    wall = time.perf_counter() - t0
+    return code, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+def test_no_flag_run_plans_ends_on_its_budget_and_beats_otsu(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGLOC_CACHE", str(tmp_path / "cache"))
+    crops = _isbi_crops(tmp_path / "crops")
+    run = tmp_path / "run"
+    code, wall = _train_no_flag(crops, run, "30s")
     assert code == 0
     # the whole run -- planning, loading, training, validation, decisions -- on the budget
     assert wall <= 30 * 1.05 + ALLOWANCE, wall
@@ -178,17 +183,7 @@ def test_no_flag_run_on_thick_slices_tries_2d_and_3d_and_keeps_the_better(tmp_pa
     assert flat.extra_model_kwargs == {"slice_axis": 2} and flat.patch[2] == 1
     assert TrainConfig.from_yaml(tmp_path / "p.yaml").patch[2] > 1
     run = tmp_path / "run"
-    threads = torch.get_num_threads()
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*too few steps", UserWarning)
-            code = main(
-                ["train", "--data", str(data), "--time-budget", "20s", "--out", str(run), "-q"]
-            )
-    finally:
-        torch.set_num_threads(threads)
-    wall = time.perf_counter() - t0
+    code, wall = _train_no_flag(data, run, "20s")
     assert code == 0
     assert wall <= 20 * 1.05 + 2 * ALLOWANCE, wall  # both networks within the one budget
     choice = json.loads((run / "network.json").read_text())
