@@ -37,10 +37,9 @@ def _dynamic_shapes(model: nn.Module, ndim: int) -> dict[int, object]:
         # A U-Net takes sizes grid * t + offset only; telling the exporter so avoids it
         # specialising to the example size when it meets the pooling's divisibility guards.
         # Same padding: the grid of each axis is its own pooling (1 across a slice axis).
-        firsts = model.valid_input_size(1)
+        firsts, grids = model.valid_input_size(1), model.input_steps
         for i in range(ndim - 2):
-            grid = model.multiples[i] if model.padding == "same" else 2**model.depth
-            spatial.append(grid * Dim(f"t{i}", min=1) + (firsts[i] - grid))
+            spatial.append(grids[i] * Dim(f"t{i}", min=1) + (firsts[i] - grids[i]))
     else:
         spatial = [Dim.AUTO] * (ndim - 2)
     return {0: Dim("batch", min=1), **dict(enumerate(spatial, start=2))}
@@ -108,8 +107,7 @@ def export_onnx(
             # torch.export specialises a size whose free factor is 1 (its 0/1 rule), so the
             # smallest valid size is traced one pooling grid step larger, and a batch of 1
             # as 2 (a slice-wise U-Net folds the slices into the batch).
-            firsts = model.valid_input_size(1)
-            grids = model.multiples if model.padding == "same" else (2**model.depth,) * 3
+            firsts, grids = model.valid_input_size(1), model.input_steps
             shape = (max(shape[0], 2), shape[1]) + tuple(
                 s + grids[a] if s == firsts[a] and grids[a] > 1 else s
                 for a, s in enumerate(shape[2:])

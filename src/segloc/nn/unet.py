@@ -210,11 +210,17 @@ class UNet(nn.Module):
                 return None
         return s
 
+    @property
+    def input_steps(self) -> tuple[int, ...]:
+        """Per axis, the distance between consecutive valid input lengths: the axis's own
+        pooling with same padding (1 across a slice axis), ``2**depth`` with valid."""
+        return self.multiples if self.padding == "same" else (2**self.depth,) * self.dims
+
     def _valid_inputs(self, axis: int = 0) -> itertools.count:
         """Yield the valid input lengths of one axis in increasing order."""
-        step = 2**self.depth
+        step = self.input_steps[axis]
         if self.padding == "same":
-            return itertools.count(self.multiples[axis], self.multiples[axis])
+            return itertools.count(step, step)
         # Walking the encoder backwards from a pooled length t gives step * t + 4 * (step - 1).
         first = next(t for t in itertools.count(1) if self._axis_output(step * t + 4 * (step - 1)))
         return itertools.count(step * first + 4 * (step - 1), step)
