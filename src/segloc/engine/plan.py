@@ -156,6 +156,11 @@ def _groups(fp: Fingerprint) -> tuple[str, int]:
 # --------------------------------------------------------------------------- geometry
 
 
+def at_spacing(fp: Fingerprint, target: Sequence[float]) -> bool:
+    """Whether every case is at ``target`` spacing already (no resampling needed)."""
+    return bool(np.allclose(np.array(fp.spacings), target, rtol=1e-3))
+
+
 def _spacing(fp: Fingerprint, plan: Plan) -> list[float]:
     """Target spacing: the median (nnU-Net), the anisotropy rule, or coarser for big objects."""
     median = [_sig(s) for s in fp.median_spacing()]
@@ -172,7 +177,7 @@ def _spacing(fp: Fingerprint, plan: Plan) -> list[float]:
             )
         else:
             why = f"median spacing {median} (nnU-Net)"
-        same = bool(np.allclose(spacings, target, rtol=1e-3))
+        same = at_spacing(fp, target)
         plan.set(
             "target_spacing",
             None if same else target,

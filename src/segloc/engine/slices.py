@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from segloc.engine.fingerprint import Fingerprint
-from segloc.engine.plan import ANISOTROPY, Plan, _sig, _split
+from segloc.engine.plan import ANISOTROPY, Plan, _sig, _split, at_spacing
 
 __all__ = ["MIN_VALIDATION", "on_slices", "slice_axis"]
 
@@ -92,7 +92,7 @@ def on_slices(flat: Plan, full: Plan, fp: Fingerprint, axis: int) -> Plan:
     )
     in_plane = s.get("target_spacing") or [median[a] for a in plane]
     target = volume(in_plane, _sig(median[axis]))
-    same = bool(np.allclose(np.array(fp.spacings), target, rtol=1e-3))
+    same = at_spacing(fp, target)
     plan.set(
         "target_spacing",
         None if same else target,
