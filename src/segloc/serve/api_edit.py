@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from segloc.classical import segment as classical_segment
 from segloc.classical.threshold import threshold_multiotsu, threshold_otsu
+from segloc.engine.heap import release_memory
 from segloc.serve import views
 from segloc.serve.context import Context, ServeContext
 from segloc.serve.edits import hole_at, stroke_pixels
@@ -23,7 +24,7 @@ from segloc.serve.errors import one_line
 from segloc.serve.jobs import Busy, Job
 from segloc.serve.models import predict_labels
 from segloc.serve.schemas import FillRequest, PredictRequest, SegmentRequest, StrokeRequest
-from segloc.serve.sessions import Session, release_memory
+from segloc.serve.sessions import Session
 
 __all__ = ["router"]
 

@@ -8,11 +8,8 @@ session owns a folder under the store's temporary root; removing the session rem
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import secrets
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from segloc.engine.heap import release_memory
 from segloc.io import ImageMeta
 from segloc.serve.limits import Limits
 
@@ -33,31 +31,7 @@ __all__ = [
     "SessionNotFound",
     "SessionStore",
     "SessionTooLarge",
-    "release_memory",
 ]
-
-
-def _libc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc (musl has no malloc_trim)
-
-
-_TRIM = _libc_trim()
-
-
-def release_memory() -> None:
-    """Give freed heap memory back to the system.
-
-    glibc keeps what a worker thread freed in that thread's arena for reuse, so after a burst
-    of predictions the server's resident memory would stay at its peak; ``malloc_trim`` returns
-    the free pages. A no-op elsewhere.
-    """
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 class SessionNotFound(KeyError):
