@@ -10,7 +10,9 @@ classes, the same weights in every process (torch.manual_seed(0)), soft-max prob
 ``--small`` shrinks both (100^3 crop, roi 48^3; 1024^2, roi 128^2) to check the script runs.
 
 Runs (each a fresh process; wall time of the sliding window alone, the network built and
-warmed up before; peak RSS = the process's ru_maxrss at the end):
+warmed up before; peak RSS = the process's ``VmHWM`` at the end, its own since ``exec``:
+``ru_maxrss``, used before 2026-12-07, keeps the parent's peak, which set a floor under every
+run, about 600 MiB in 2D):
 
 - ``monai``: ``monai.inferers.sliding_window_inference``, 4 windows per call;
 - ``segloc``: ``segloc.engine.windows.sliding_window_inference``, the same network as is,
@@ -24,7 +26,9 @@ warmed up before; peak RSS = the process's ru_maxrss at the end):
   exporter, not ``segloc export``'s) to an ONNX file by another process first, so the process
   holds neither MONAI nor a torch copy of the network nor the export's trace, and ONNX
   Runtime's memory arena is off (each window's activations are returned to the allocator,
-  not kept for the largest call);
+  not kept for the largest call) and glibc's heap as it is (``reuse_freed_memory=False``);
+- ``segloc-onnx-file-reuse``: the same with ``reuse_freed_memory=True``, the default (freed
+  memory kept in the heap while the windows run, :mod:`segloc.engine.heap`);
 - ``segloc-onnx-file-arena``: the same with ONNX Runtime's arena on;
 - ``segloc-bf16``: labels, one window per call, the torch network under bfloat16 autocast
   (``precision="bf16"``; fast only where the CPU has native bfloat16 units). The network is
@@ -55,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _timing import publish, run_header
+from _timing import peak_rss_mib, publish, run_header
 
 HERE = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SEGLOC_DATA", HERE.parents[0].parent / "shared" / "data"))
@@ -67,9 +71,10 @@ RUNS = (
     "segloc-onnx",
     "segloc-onnx-file",
     "segloc-onnx-file-arena",
+    "segloc-onnx-file-reuse",
     "segloc-bf16",
 )
-ONNX_FILE_RUNS = ("segloc-onnx-file", "segloc-onnx-file-arena")
+ONNX_FILE_RUNS = ("segloc-onnx-file", "segloc-onnx-file-arena", "segloc-onnx-file-reuse")
 # run -> the suffix of the file another process exports the network to first
 EXPORTED = {**dict.fromkeys(ONNX_FILE_RUNS, ".onnx"), "segloc-bf16": ".pt"}
 FEATURES = (16, 32, 64, 128, 256, 16)
@@ -137,8 +142,6 @@ def _onnx_file(path: str, threads: int, arena: bool):
 
 
 def child(case: str, run: str, small: bool, out: str) -> None:
-    import resource
-
     import torch
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
@@ -147,6 +150,8 @@ def child(case: str, run: str, small: bool, out: str) -> None:
     roi = _roi(case, small)
     if run in ONNX_FILE_RUNS:
         net = _onnx_file(out + ".onnx", threads, arena=run.endswith("-arena"))
+        # ONNX Runtime without its arena frees in other sizes each call: glibc's defaults
+        # return that memory, a heap that keeps it grows
     elif run in EXPORTED:
         net = torch.jit.load(out + EXPORTED[run]).eval()
     else:
@@ -188,10 +193,11 @@ def child(case: str, run: str, small: bool, out: str) -> None:
                 precision="bf16" if run == "segloc-bf16" else "fp32",
                 # as segloc's Predictor stores up to 255 classes (int32 before 2026-12-06)
                 labels_dtype=torch.uint8,
+                reuse_freed_memory=run != "segloc-onnx-file",
             )[0].numpy()
         wall = time.perf_counter() - start
     np.save(out, y)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     counts = {"computed": stats.computed, "reused": stats.reused} if stats else {}
     print(json.dumps({"wall_s": wall, "peak_MiB": rss, **counts}))
 
