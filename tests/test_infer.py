@@ -270,6 +270,27 @@ def test_predictor_matches_manual_pipeline(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "dims, patch, asked, expected",
+    [
+        (2, [32, 32], None, 4),
+        (3, [16, 16, 16], None, 1),  # 3D windows on the CPU: one per call
+        (3, [1, 16, 16], None, 4),  # a slice-wise network's windows are 2D-sized
+        (3, [16, 16, 16], 3, 3),
+    ],
+)
+def test_predictor_windows_per_call(tmp_path, dims, patch, asked, expected):
+    make_ckpt(tmp_path / "m.safetensors", model_kw={"dims": dims}, dims=dims, patch_size=patch)
+    pred = Predictor(tmp_path / "m.safetensors", device="cpu", batch_size=asked)
+    assert pred.batch_size == expected == pred.window_options()["batch_size"]
+
+
+def test_predictor_rejects_a_batch_below_one(tmp_path):
+    make_ckpt(tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="batch_size"):
+        Predictor(tmp_path / "m.safetensors", device="cpu", batch_size=0)
+
+
+@pytest.mark.parametrize(
     "flip_axes, flips",
     [(None, [(), (2,), (3,), (2, 3)]), ([1], [(), (3,)]), ([], [()])],
 )

@@ -55,7 +55,11 @@ def parse_point(text: str) -> tuple[int, ...]:
 def add_inference_options(p: argparse.ArgumentParser, *, backend: bool) -> None:
     """Sliding-window options of the commands that run a trained model."""
     p.add_argument("--overlap", type=finite_float, default=0.5, help="window overlap in [0, 1)")
-    p.add_argument("--batch", type=int, default=4, help="windows per forward pass")
+    p.add_argument(
+        "--batch",
+        type=int,
+        help="windows per forward pass (default: 1 for a 3D network on the CPU, else 4)",
+    )
     p.add_argument(
         "--tta",
         action="store_true",

@@ -36,7 +36,7 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from segloc._validation import check_choice, check_not_inputs, check_spacing, naming
+from segloc._validation import check_choice, check_int, check_not_inputs, check_spacing, naming
 from segloc.coco import detections_to_coco, write_coco_json
 from segloc.engine.preprocess import normalize_case, resample
 from segloc.engine.run import autocast_dtype, resolve_device
@@ -269,7 +269,14 @@ class Predictor(_Probabilities):
     precision : {"auto", "fp32", "bf16", "fp16"}
         Autocast of the torch network's calls (:func:`sliding_window_inference`): ``"auto"``
         is float16 on CUDA, float32 on the CPU. The ONNX backend computes in float32 only.
-    overlap, batch_size, tta, mode, sigma_scale :
+    batch_size : int, optional
+        Windows per network call. Default: 1 for a 3D network's windows (more than one slice
+        thick) on the CPU, 4 otherwise. On the
+        CPU one 96³ window per call of MONAI's 3D BasicUNet was faster than four (37.7 s
+        against 40.6 s for 48 windows) at under half the peak memory (1,380 MiB against
+        3,570; ``benchmarks/results/sliding_window_heap.md``); in 2D four were faster (47.5 s
+        against 52.9 s for 961 windows of 256²).
+    overlap, tta, mode, sigma_scale :
         Passed to :func:`sliding_window_inference`. ``tta`` mirrors the axes the checkpoint's
         :class:`~segloc.nn.checkpoint.CheckpointMeta` names in ``flip_axes`` (those training
         mirrored: none when it did not flip), all axes when it names none (``None``, or a
@@ -294,7 +301,7 @@ class Predictor(_Probabilities):
         backend: str = "torch",
         precision: str = "auto",
         overlap: float = 0.5,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         tta: bool | None = None,
         mode: str = "gaussian",
         sigma_scale: float = 0.125,
@@ -330,7 +337,11 @@ class Predictor(_Probabilities):
         self.normalize, self.target_spacing = meta.normalize, meta.target_spacing
         self.label_mapping = meta.label_mapping
         self.backend = backend
-        self.overlap, self.batch_size = overlap, batch_size
+        if batch_size is None:
+            # a slice-wise network's windows are one slice thick: 2D-sized, so batched
+            solid = self.dims == 3 and min(self.patch_size) > 1
+            batch_size = 1 if solid and self.device.type == "cpu" else 4
+        self.overlap, self.batch_size = overlap, check_int(batch_size, name="batch_size", minimum=1)
         self.tta = bool(meta.tta) if tta is None else bool(tta)
         # the axes training mirrored (None: not recorded, all); TTA mirrors only those
         self.tta_axes = meta.flip_axes
