@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from segloc.engine.augment import Augmenter
+from segloc.engine.heap import reusing_freed_memory
 from segloc.engine.run import autocast_dtype
 from segloc.io.limits import available_memory
 from segloc.nn import create_model
@@ -32,8 +33,10 @@ from segloc.nn.losses import DiceCELoss
 _WARM_UP = 2  # untimed steps: on this project's CPU the first two take 10-25x a later one
 # peak memory of a step over its saved feature maps (the gradients alive during the backward
 # pass, the allocator's slack) and a fixed part (the runtime's workspaces and caches): fitted
-# to benchmarks/step_memory.py's measurements (measured / estimate 0.77 to 1.06 there)
-STEP_MEMORY_FACTOR = 1.5
+# to benchmarks/step_memory.py's measurements. 1.5 gave measured / estimate 0.77 to 1.06 until
+# freed memory stayed in the heap during the steps (engine.heap), 0.87 to 1.35 after (80³ in
+# float32 the most); 2.0 puts that one back at 1.04
+STEP_MEMORY_FACTOR = 2.0
 STEP_MEMORY_OVERHEAD_MIB = 128
 
 __all__ = [
@@ -250,21 +253,22 @@ def _time_steps(c: Candidate, device: torch.device, steps: int, deadline: float)
     dtype = autocast_dtype(c.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=c.precision == "fp16")
     times = []
-    for i in range(steps + _WARM_UP):
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= _WARM_UP:  # the first steps warm up allocators and kernels: not timed
-            times.append(time.perf_counter() - t0)
-            if time.perf_counter() + times[-1] > deadline:
-                break
+    with reusing_freed_memory():  # as training runs its steps (engine.run.fit)
+        for i in range(steps + _WARM_UP):
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= _WARM_UP:  # the first steps warm up allocators and kernels: not timed
+                times.append(time.perf_counter() - t0)
+                if time.perf_counter() + times[-1] > deadline:
+                    break
     return float(np.median(times)) if times else float("nan")
 
 
