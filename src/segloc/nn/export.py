@@ -155,9 +155,10 @@ class OnnxPredictor:
     memory_arena : bool
         ONNX Runtime's CPU arena keeps the memory of the largest call for the next; off, each
         call returns its activations to the allocator. A trade: on MNI152's 48 windows of 96³
-        the process peaked at 1,108 MiB instead of 1,898 but took 69.7 s instead of 55.1
-        (``benchmarks/results/sliding_window_onnx_file.md``; the arena-on run also exported
-        in-process).
+        the process peaked at 979 MiB instead of 1,555 but took 55.8 s instead of 49.2
+        (``benchmarks/results/sliding_window_heap.md``). With the arena off, call
+        :func:`~segloc.engine.windows.sliding_window_inference` with
+        ``reuse_freed_memory=False``: a heap kept for reuse nearly doubled that peak.
     threads : int, optional
         Intra-op threads (default: ONNX Runtime's, one per core).
 
