@@ -3,11 +3,12 @@
     python benchmarks/heap.py [--out benchmarks/results/heap.md]
 
 Each row runs in a fresh process, once with glibc's defaults and once inside
-``reusing_freed_memory()``: segloc's U-Net (base 16, depth 4, same padding, float32, 2 torch
-threads), either forward passes of one window (inference) or training steps of batch 2
-(cross-entropy, backward, AdamW). Two untimed warm-up calls, then the median of five. Peak RSS
-is the process's high-water mark (``VmHWM``) above its baseline after import; system seconds
-are the kernel's share (page faults and zeroing of freshly mapped memory).
+``reusing_freed_memory()``: segloc's U-Net (base 16, depth 4, or 3 for patches under 64,
+same padding, 2 torch threads), either forward passes of one window (inference) or training
+steps of batch 2 (cross-entropy, backward, AdamW). Two untimed warm-up calls, then the median
+of five. Peak RSS is the process's high-water mark (``VmHWM``) above its baseline after
+import; system seconds are the kernel's share (page faults and zeroing of freshly mapped
+memory).
 """
 
 from __future__ import annotations
@@ -30,17 +31,19 @@ from _timing import (
     run_worker,
 )
 
-# (what, dims, patch side)
+# (what, patch, precision, norm)
 CASES = (
-    ("forward", 3, 96),
-    ("train", 3, 64),
-    ("train", 3, 96),
-    ("train", 2, 256),
-    ("train", 2, 512),
+    ("forward", (96, 96, 96), "fp32", None),
+    ("train", (64, 64, 64), "fp32", None),
+    ("train", (96, 96, 96), "fp32", None),
+    ("train", (256, 256), "fp32", None),
+    ("train", (512, 512), "fp32", None),
+    # the hippocampus plan's step (base 16, depth 3 there)
+    ("train", (40, 56, 40), "bf16", "instance"),
 )
 
 
-def one(what: str, dims: int, side: int, kept: bool) -> dict:
+def one(what: str, patch: list[int], precision: str, norm: str | None, kept: bool) -> dict:
     from contextlib import nullcontext
 
     import torch
@@ -50,19 +53,23 @@ def one(what: str, dims: int, side: int, kept: bool) -> dict:
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    net = UNet(1, 2, base_channels=16, depth=4, dims=dims, padding="same")
+    depth = 3 if min(patch) < 64 else 4
+    net = UNet(1, 2, base_channels=16, depth=depth, dims=len(patch), padding="same", norm=norm)
     batch = 1 if what == "forward" else 2
-    x = torch.randn(batch, 1, *[side] * dims)
-    y = torch.randint(0, 2, (batch, *[side] * dims))
+    x = torch.randn(batch, 1, *patch)
+    y = torch.randint(0, 2, (batch, *patch))
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    dtype = torch.bfloat16 if precision == "bf16" else None
 
     def step() -> None:
-        if what == "forward":
-            with torch.inference_mode():
-                net.eval()(x)
-            return
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            if what == "forward":
+                with torch.inference_mode():
+                    net.eval()(x)
+                return
+            logits = net(x)
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(x), y).backward()
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
         opt.step()
 
     release_free_memory()
@@ -93,12 +100,17 @@ def main(argv: list[str] | None = None) -> int:
         print(dumps(one(*json.loads(args.one))))
         return 0
     rows = []
-    for what, dims, side in CASES:
+    for what, patch, precision, norm in CASES:
         got = {
-            kept: run_worker([__file__, "--one", json.dumps([what, dims, side, kept])], timeout=900)
+            kept: run_worker(
+                [__file__, "--one", json.dumps([what, patch, precision, norm, kept])], timeout=900
+            )
             for kept in (False, True)
         }
-        row = {"case": f"{what} {dims}D {side}^{dims}, batch {1 if what == 'forward' else 2}"}
+        row = {
+            "case": f"{what} {'x'.join(map(str, patch))}, batch {1 if what == 'forward' else 2}, "
+            f"{precision}{', ' + norm + ' norm' if norm else ''}"
+        }
         for kept, name in ((False, "defaults"), (True, "kept")):
             r = got[kept]
             if "error" in r:
