@@ -74,6 +74,17 @@ def reset_peak_rss() -> bool:
     return True
 
 
+def start_peak() -> float | None:
+    """Begin a peak-memory measurement: freed memory returned to the system, the RSS high-water
+    mark reset; the baseline RSS in MiB, or None where the mark cannot be reset."""
+    release_free_memory()
+    baseline = current_rss_mib()
+    return baseline if reset_peak_rss() else None
+
+
+NO_PEAK = {"error": "cannot reset the RSS high-water mark (/proc/self/clear_refs)"}
+
+
 def peak_rss_mib() -> float:
     """RSS high-water mark in MiB (``VmHWM``, else ``ru_maxrss``)."""
     try:

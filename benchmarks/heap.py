@@ -20,15 +20,14 @@ import statistics
 import time
 
 from _timing import (
-    current_rss_mib,
+    NO_PEAK,
     dumps,
     format_markdown,
     peak_rss_mib,
     publish,
-    release_free_memory,
-    reset_peak_rss,
     run_header,
     run_worker,
+    start_peak,
 )
 
 # (what, patch, precision, norm)
@@ -72,10 +71,9 @@ def one(what: str, patch: list[int], precision: str, norm: str | None, kept: boo
         torch.nn.functional.cross_entropy(logits.float(), y).backward()
         opt.step()
 
-    release_free_memory()
-    baseline = current_rss_mib()
-    if not reset_peak_rss():
-        return {"error": "cannot reset the RSS high-water mark (/proc/self/clear_refs)"}
+    baseline = start_peak()
+    if baseline is None:
+        return NO_PEAK
     sys0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     times = []
     with reusing_freed_memory() if kept else nullcontext():

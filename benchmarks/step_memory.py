@@ -18,15 +18,14 @@ import math
 import sys
 
 from _timing import (
-    current_rss_mib,
+    NO_PEAK,
     dumps,
     format_markdown,
     peak_rss_mib,
     publish,
-    release_free_memory,
-    reset_peak_rss,
     run_header,
     run_worker,
+    start_peak,
 )
 
 # (base, depth, patch, batch, channels, classes, precision, norm)
@@ -57,10 +56,9 @@ def one(values) -> dict:
 
     torch.set_num_threads(2)
     c = _candidate(values)
-    release_free_memory()
-    baseline = current_rss_mib()
-    if not reset_peak_rss():
-        return {"error": "cannot reset the RSS high-water mark (/proc/self/clear_refs)"}
+    baseline = start_peak()
+    if baseline is None:
+        return NO_PEAK
     _time_steps(c, torch.device("cpu"), 2, math.inf)
     return {"measured": peak_rss_mib() - baseline}
 
