@@ -596,6 +596,22 @@ def test_nrrd_data_file_must_be_a_regular_file(tmp_path):
         io.read_image(tmp_path / "z.nhdr")
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x" * 5000,  # ENAMETOOLONG (found by the fuzzer)
+        "z.nhdr/inside.raw",  # ENOTDIR: the header itself as a folder
+        "nul\x00byte.raw",  # ValueError from the path
+    ],
+)
+def test_nrrd_data_file_that_cannot_be_a_name_is_the_headers_fault(tmp_path, name):
+    (tmp_path / "z.nhdr").write_text(
+        f"NRRD0004\ntype: uint8\ndimension: 2\nsizes: 4 4\nencoding: raw\ndata file: {name}\n"
+    )
+    with pytest.raises(CorruptFile, match="which cannot be a file name here"):
+        io.read_image(tmp_path / "z.nhdr")
+
+
 def test_tiff_pages_must_share_shape_and_type(tmp_path):
     with tifffile.TiffWriter(tmp_path / "d.tif") as w:
         w.write(np.zeros((8, 9), np.uint16), photometric="minisblack", metadata=None)

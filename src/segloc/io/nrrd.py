@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import io as _bytesio
 import os
 import stat
@@ -57,6 +58,8 @@ _NRRD_LOCATION = {"datafile", "lineskip", "byteskip"}
 _NRRD_MAX_HEADER = 1 << 20  # NRRD headers are a few KB; stop looking for the blank line here
 
 
+# errors of a data file name itself, not of the system reading it
+_NOT_A_NAME = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP)
 _NRRD_MAX_LINE_SKIP = 100_000
 
 
@@ -194,6 +197,15 @@ def _read_nrrd(path: Path, opts: _Options) -> tuple[np.ndarray, ImageMeta]:
                 except FileNotFoundError:
                     raise CorruptFile(
                         path, f"names data file {target}, which does not exist"
+                    ) from None
+                except (OSError, ValueError) as exc:
+                    # a name no file can have (too long, a NUL byte, a file as a folder): the
+                    # header's fault, not the system's
+                    if isinstance(exc, OSError) and exc.errno not in _NOT_A_NAME:
+                        raise
+                    shown = name if len(name) <= 80 else f"{name[:80]}..."
+                    raise CorruptFile(
+                        path, f"names data file {shown!r}, which cannot be a file name here"
                     ) from None
                 if not stat.S_ISREG(st.st_mode):
                     raise CorruptFile(
