@@ -4,11 +4,12 @@ A 3D network's activations are tens of MiB each (16 channels of a 96³ window in
 56 MiB). glibc serves every allocation above its mmap threshold (at most 32 MiB on 64-bit)
 with a fresh ``mmap`` and unmaps it on free, so each window's activations are mapped, faulted
 in page by page, zeroed by the kernel and unmapped again. On this 2-core CPU that kernel work
-took a third of a forward pass of MONAI's 3D BasicUNet(16, ..., 256) on a 96³ window: 1.18 s
-per window as is, 0.76 s with mmap off and no trimming (4.1 s of system time in six windows
-against 0.7 s), the same peak RSS within 4%. :func:`reusing_freed_memory` turns both off for
-the duration of a ``with`` block and hands the freed pages back to the system when the last
-block ends (:func:`release_memory`).
+took a third of a forward pass of segloc's 3D U-Net (base 16) on a 96³ window: 0.76 s as is,
+0.51 s with mmap off and no trimming (3.2 s of system time in seven passes against 0.27 s), at
+a peak 35% higher above the process's baseline (678 MiB against 500;
+``python benchmarks/heap.py``, ``benchmarks/results/heap.md``). :func:`reusing_freed_memory`
+turns both off for the duration of a ``with`` block and hands the freed pages back to the
+system when the last block ends (:func:`release_memory`).
 
 Elsewhere than glibc on Linux (macOS, Windows, musl) both are no-ops.
 """

@@ -271,11 +271,11 @@ class Predictor(_Probabilities):
         is float16 on CUDA, float32 on the CPU. The ONNX backend computes in float32 only.
     batch_size : int, optional
         Windows per network call. Default: 1 for a 3D network's windows (more than one slice
-        thick) on the CPU, 4 otherwise. On the
-        CPU one 96³ window per call of MONAI's 3D BasicUNet was faster than four (37.7 s
-        against 40.6 s for 48 windows) at under half the peak memory (1,380 MiB against
-        3,570; ``benchmarks/results/sliding_window_heap.md``); in 2D four were faster (47.5 s
-        against 52.9 s for 961 windows of 256²).
+        thick) on the CPU, 4 otherwise. On the CPU one 96³ window per call of MONAI's 3D
+        BasicUNet was faster than four (37.7 s against 40.6 s for 48 windows) at under half
+        the peak memory (1,380 MiB against 3,570;
+        ``benchmarks/results/sliding_window_heap.md``); in 2D four were faster (47.5 s against
+        52.9 s for 961 windows of 256²).
     overlap, tta, mode, sigma_scale :
         Passed to :func:`sliding_window_inference`. ``tta`` mirrors the axes the checkpoint's
         :class:`~segloc.nn.checkpoint.CheckpointMeta` names in ``flip_axes`` (those training

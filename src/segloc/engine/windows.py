@@ -539,10 +539,12 @@ def sliding_window_inference(
         Filled with the counts of windows blended, computed and reused.
     reuse_freed_memory : bool, default True
         Keep freed activations in the process's heap for the next window instead of
-        unmapping them (:func:`segloc.engine.heap.reusing_freed_memory`, glibc only): MONAI's
-        3D BasicUNet on 96³ windows ran 1.5x faster with the same peak memory at one window per
-        call. Off for a model that returns its memory in other sizes each call (ONNX Runtime
-        with its arena off peaked 1.9x higher with it on).
+        unmapping them (:func:`segloc.engine.heap.reusing_freed_memory`, glibc only). With it,
+        MONAI's 3D BasicUNet on MNI152's 96³ windows, one per call, ran 1.57x as fast as
+        MONAI's own sliding window at 0.45x its peak memory
+        (``benchmarks/results/sliding_window_heap.md``). Off for a model that returns its
+        memory in other sizes each call (ONNX Runtime with its arena off peaked 1.95x higher
+        with it on).
 
     Returns
     -------

@@ -57,10 +57,9 @@ _NRRD_LOCATION = {"datafile", "lineskip", "byteskip"}
 
 _NRRD_MAX_HEADER = 1 << 20  # NRRD headers are a few KB; stop looking for the blank line here
 
-
+_NRRD_MAX_LINE_SKIP = 100_000
 # errors of a data file name itself, not of the system reading it
 _NOT_A_NAME = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP)
-_NRRD_MAX_LINE_SKIP = 100_000
 
 
 def _nrrd_header_lines(f, path: Path, detached: bool) -> tuple[list[bytes], int]:
