@@ -11,7 +11,7 @@ classes, the same weights in every process (torch.manual_seed(0)), soft-max prob
 
 Runs (each a fresh process; wall time of the sliding window alone, the network built and
 warmed up before; peak RSS = the process's ``VmHWM`` at the end, its own since ``exec``:
-``ru_maxrss``, used before 2026-12-07, keeps the parent's peak, which set a floor under every
+``ru_maxrss``, used before commit 2e43aa2, keeps the parent's peak, which set a floor under every
 run, about 600 MiB in 2D):
 
 - ``monai``: ``monai.inferers.sliding_window_inference``, 4 windows per call;
@@ -150,8 +150,6 @@ def child(case: str, run: str, small: bool, out: str) -> None:
     roi = _roi(case, small)
     if run in ONNX_FILE_RUNS:
         net = _onnx_file(out + ".onnx", threads, arena=run.endswith("-arena"))
-        # ONNX Runtime without its arena frees in other sizes each call: glibc's defaults
-        # return that memory, a heap that keeps it grows
     elif run in EXPORTED:
         net = torch.jit.load(out + EXPORTED[run]).eval()
     else:
@@ -193,6 +191,8 @@ def child(case: str, run: str, small: bool, out: str) -> None:
                 precision="bf16" if run == "segloc-bf16" else "fp32",
                 # as segloc's Predictor stores up to 255 classes (int32 before 2026-12-06)
                 labels_dtype=torch.uint8,
+                # ONNX Runtime without its arena frees in other sizes each call: glibc's
+                # defaults return that memory, a heap that keeps it grows
                 reuse_freed_memory=run != "segloc-onnx-file",
             )[0].numpy()
         wall = time.perf_counter() - start
