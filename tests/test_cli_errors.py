@@ -336,6 +336,39 @@ def test_train_config_that_is_not_utf8_is_named(tmp_path, capsys):
     assert code == 2 and "c.yaml: not UTF-8 text" in err
 
 
+@pytest.mark.parametrize(
+    "written, flags, message",
+    [
+        ("batch: 0", [], "c.yaml: batch must be an int >= 1, got 0"),
+        ("norm: group", [], "c.yaml: norm must be one of"),
+        # a number written as text was an untyped TypeError (a traceback, exit 1)
+        ("lr: abc", [], "c.yaml: lr must be a number, got str"),
+        ("time_budget: 5 minutes", [], "c.yaml: time_budget: duration must look like"),
+        ("warmup: 1.5", [], "c.yaml: warmup must be in [0, 1)"),
+        # the flag's value is the bad one: the file is not blamed
+        ("batch: 2", ["--batch", "-1"], "error: batch must be an int >= 1, got -1"),
+    ],
+)
+def test_train_config_file_errors_name_the_file(tmp_path, capsys, written, flags, message):
+    data = _labelled(tmp_path / "d", [np.eye(32, dtype=np.uint8)] * 4)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {data}\nepochs: 1\n{written}\n")
+    out = tmp_path / "r"
+    code, _, err = run(capsys, "train", "--config", config, "--out", out, "--no-plan", *flags)
+    assert code == 2 and message in err, err
+    assert not out.exists()
+
+
+def test_train_flag_overrides_a_bad_value_in_the_config_file(tmp_path):
+    from segloc.engine.config import TrainConfig
+
+    config = tmp_path / "c.yaml"
+    config.write_text("data: d\nepochs: 1\nbatch: 0\n")
+    with pytest.raises(ValueError, match=r"c.yaml: batch must be"):
+        TrainConfig.from_sources(config, {})
+    assert TrainConfig.from_sources(config, {"batch": 2}).validate().batch == 2
+
+
 @pytest.mark.parametrize("predicted", ["nothing", "everything"])
 def test_validation_without_foreground_still_gives_a_usable_run(
     tmp_path, capsys, monkeypatch, predicted

@@ -263,16 +263,38 @@ class TrainConfig:
         as given only where the file names them.
         """
         values = dict(cls.from_dict(plan, source="plan").to_dict()) if plan else {}
-        if path:
-            values.update(yaml_mapping(path))
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(values, source=str(path) if path else "command line")
+        written = yaml_mapping(path) if path else {}
+        values.update(written)
+        flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+        values.update(flags)
+        cfg = cls.from_dict(values, source=str(path) if path else "command line")
+        if written:
+            cfg._check_written(str(path), set(written) - set(flags))
+        return cfg
+
+    def _check_written(self, path: str, names: set[str]) -> None:
+        """Raise ValueError naming ``path`` if the first bad setting is one of ``names``
+        (written in that file, not overridden by a flag); other problems are left to
+        :meth:`validate`, since a planner's layer may still fill them."""
+        try:
+            dataclasses.replace(self).validate()
+        except ValueError as err:
+            setting = str(err).split(" ", 1)[0].rstrip(":")
+            if setting.replace("-", "_") in names:
+                raise ValueError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> TrainConfig:
-        """Check the settings; raise ValueError naming the first bad one."""
+        """Check the settings; raise ValueError naming the first bad one (its message
+        begins with the setting's name)."""
+        try:
+            return self._validate()
+        except TypeError as err:  # a number written as text in a YAML file is a bad value
+            raise ValueError(str(err)) from None
+
+    def _validate(self) -> TrainConfig:
         if not self.data:
             raise ValueError("data must name a dataset folder")
         data, out = Path(self.data).resolve(), Path(self.out).resolve()
@@ -329,7 +351,10 @@ class TrainConfig:
         if self.epochs is None and self.time_budget is None:
             raise ValueError("give epochs or time_budget (or both) to bound the run")
         if self.time_budget is not None:
-            parse_duration(self.time_budget)
+            try:
+                parse_duration(self.time_budget)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"time_budget: {err}") from None
         if self.lr is not None:
             check_positive(self.lr, name="lr")
         check_positive(self.weight_decay, name="weight_decay", strict=False)
