@@ -15,6 +15,9 @@ other, each in a fresh process, for the recipe's minutes:
   (its ``model.safetensors`` with the TTA and keep-largest decisions recorded there);
 - ``recipe``: the hand-made recipe (``train_real.py NAME --part segloc``), scored as
   ``train_real.py`` does (best checkpoint, flip TTA);
+- ``recipe-last`` (only when asked): the recipe's run scored with its last weights and flip
+  TTA, the no-flag run's checkpoint rule (with ``--reuse``, a finished recipe run in
+  ``--work`` is scored, not trained again);
 - ``recipe-fp32`` (only when asked): the same recipe in float32, for a CPU without native
   bfloat16 (the recipes ask for it; emulated, it is 10-30x slower);
 - ``defaults``: ``segloc train --no-plan`` with only the flags that fix the split (the
@@ -123,6 +126,22 @@ def run_dataset(name: str, work: Path, only: list[str], reuse: bool = False) -> 
         )
     if "recipe" in only:
         results.append(_recipe(name, minutes, work, "hand-made recipe (train_real.py)"))
+    if "recipe-last" in only:
+        # the recipe's own run scored with its last weights: the no-flag run's checkpoint
+        # rule, so the two differ in training alone (the recipe keeps the best epoch on the
+        # validation cases it is then scored on)
+        wall, run = None, work / f"segloc_{name}"
+        if "recipe" not in only and not (reuse and (run / "last.safetensors").is_file()):
+            wall = _recipe(name, minutes, work, "")["wall"]
+        results.append(
+            {
+                "method": "hand-made recipe, its last weights (the no-flag run's rule)",
+                "run": run,
+                "wall": wall,
+                "tta": True,
+                "checkpoint": "last",
+            }
+        )
     if "recipe-fp32" in only:
         # the recipes ask for bfloat16, which a CPU without it emulates at a fraction of the
         # speed (the planner's probe sees that; a recipe cannot)
@@ -199,6 +218,7 @@ def _report(name: str, results: list[dict], header: str) -> str:
 COLUMNS = {  # the table's columns, by the start of each file's method cell
     "no-flag": "no-flag",
     "hand-made recipe in float32": "recipe in float32",
+    "hand-made recipe, its last weights": "recipe, last weights",
     "hand-made recipe": "recipe as written",
     "today's defaults": "defaults",
 }
@@ -243,14 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="no-flag,recipe,defaults",
-        help="comma-separated subset of no-flag, recipe, recipe-fp32, defaults (a subset "
+        help="comma-separated subset of no-flag, recipe, recipe-last (the recipe's run, "
+        "scored with its last weights), recipe-fp32, defaults (a subset "
         "other than the default three writes plan_table_NAME-SUBSET.md)",
     )
     parser.add_argument("--minutes", type=float, help="override every run's budget (checks)")
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="score a finished no-flag run folder in --work again instead of retraining",
+        help="score a finished no-flag run (or, for recipe-last, recipe run) folder in "
+        "--work again instead of retraining",
     )
     parser.add_argument("--table", type=Path, help="print the table of this results folder")
     args = parser.parse_args(argv)
