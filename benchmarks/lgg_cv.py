@@ -116,6 +116,15 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     # one thing at a time from the plan (defined, not yet run)
     "plan-instance": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}}, "all"),
     "plan-depth4": ({**PLAN, "depth": 4}, "all"),
+    # the plan as chosen since instance norm (commit 2538614), with the recipe's checkpoint
+    # rule: 4 of the 6 patients train, the best epoch on the other 2 is kept
+    "plan-instance-split": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}}, "split"),
+    # the same plan with another seed (weights, draws, augmentation): the noise of one run
+    "plan-instance-seed1": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}, "seed": 1}, "all"),
+    "plan-instance-depth4": (
+        {**PLAN, "depth": 4, "extra_model_kwargs": {"norm": "instance"}},
+        "all",
+    ),
     # foreground draws kept on the drawn slice (segloc before `foreground_cases`): with whole
     # slices as patches, oversampling then changed no patch, and a third of the draws held
     # tumour whatever `foreground_fraction` said
