@@ -121,6 +121,9 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     "plan-instance-split": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}}, "split"),
     # the same plan with another seed (weights, draws, augmentation): the noise of one run
     "plan-instance-seed1": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}, "seed": 1}, "all"),
+    "plan-instance-seed2": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}, "seed": 2}, "all"),
+    # the recipe with another seed (which also draws which 2 of the 6 patients validate)
+    "recipe-seed1": ({"seed": 1}, "split"),
     "plan-instance-depth4": (
         {**PLAN, "depth": 4, "extra_model_kwargs": {"norm": "instance"}},
         "all",
