@@ -344,6 +344,8 @@ def test_train_config_that_is_not_utf8_is_named(tmp_path, capsys):
         # a number written as text was an untyped TypeError (a traceback, exit 1)
         ("lr: abc", [], "c.yaml: lr must be a number, got str"),
         ("time_budget: 5 minutes", [], "c.yaml: time_budget: duration must look like"),
+        # a key spelled as the flag is
+        ("time-budget: 5 minutes", [], "c.yaml: time_budget: duration must look like"),
         ("warmup: 1.5", [], "c.yaml: warmup must be in [0, 1)"),
         # the flag's value is the bad one: the file is not blamed
         ("batch: 2", ["--batch", "-1"], "error: batch must be an int >= 1, got -1"),

@@ -25,7 +25,7 @@ __all__ = ["TrainConfig", "yaml_mapping"]
 
 
 def yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """The mapping in a YAML file (keys as written), or ValueError naming the file."""
+    """The mapping in a YAML file (keys with ``_`` for ``-``), or ValueError naming the file."""
     import yaml
 
     path = Path(path)
@@ -279,16 +279,16 @@ class TrainConfig:
         try:
             dataclasses.replace(self).validate()
         except ValueError as err:
-            setting = str(err).split(" ", 1)[0].rstrip(":")
-            if setting.replace("-", "_") in names:
+            # yaml_mapping spells keys with underscores, as the messages name settings
+            if str(err).split(" ", 1)[0].rstrip(":") in names:
                 raise ValueError(f"{path}: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def validate(self) -> TrainConfig:
-        """Check the settings; raise ValueError naming the first bad one (its message
-        begins with the setting's name)."""
+        """Check the settings; raise ValueError naming the first bad one (a message about
+        one setting begins with its name)."""
         try:
             return self._validate()
         except TypeError as err:  # a number written as text in a YAML file is a bad value
