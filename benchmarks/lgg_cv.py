@@ -68,6 +68,8 @@ PLAN = {
     "foreground_fraction": 1 / 3,
     "augment_kwargs": {"per_channel": True, "p_intensity": 0.5, "shift": [-0.3, 0.3]},
 }
+# what the planner picks since commit 2538614
+PLAN_INSTANCE = {**PLAN, "extra_model_kwargs": {"norm": "instance"}}
 # the plain MONAI recipe in segloc's pipeline: instance norm (BasicUNet's), left-right flips
 # only, AdamW 1e-3 constant, all patients, last weights
 MONAI_LIKE = {
@@ -113,21 +115,18 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     # what `segloc plan` chooses for lgg_mri (depth 5: poolings until the map is 4-8 pixels,
     # warm-up, EMA, last weights), at this benchmark's half resolution and fixed steps
     "plan": (PLAN, "all"),
-    # one thing at a time from the plan (defined, not yet run)
-    "plan-instance": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}}, "all"),
+    # one thing at a time from the plan
+    "plan-instance": (PLAN_INSTANCE, "all"),
     "plan-depth4": ({**PLAN, "depth": 4}, "all"),
     # the plan as chosen since instance norm (commit 2538614), with the recipe's checkpoint
     # rule: 4 of the 6 patients train, the best epoch on the other 2 is kept
-    "plan-instance-split": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}}, "split"),
+    "plan-instance-split": (PLAN_INSTANCE, "split"),
     # the same plan with another seed (weights, draws, augmentation): the noise of one run
-    "plan-instance-seed1": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}, "seed": 1}, "all"),
-    "plan-instance-seed2": ({**PLAN, "extra_model_kwargs": {"norm": "instance"}, "seed": 2}, "all"),
+    "plan-instance-seed1": ({**PLAN_INSTANCE, "seed": 1}, "all"),
+    "plan-instance-seed2": ({**PLAN_INSTANCE, "seed": 2}, "all"),
     # the recipe with another seed (which also draws which 2 of the 6 patients validate)
     "recipe-seed1": ({"seed": 1}, "split"),
-    "plan-instance-depth4": (
-        {**PLAN, "depth": 4, "extra_model_kwargs": {"norm": "instance"}},
-        "all",
-    ),
+    "plan-instance-depth4": ({**PLAN_INSTANCE, "depth": 4}, "all"),
     # foreground draws kept on the drawn slice (segloc before `foreground_cases`): with whole
     # slices as patches, oversampling then changed no patch, and a third of the draws held
     # tumour whatever `foreground_fraction` said
